@@ -1,0 +1,5 @@
+import sys
+
+from datasets_build.cli import main
+
+sys.exit(main())

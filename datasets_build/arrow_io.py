@@ -1,0 +1,118 @@
+"""Write built splits straight to the layout `Dataset.save_to_disk` produces, in one streaming pass.
+
+Writing the shards ourselves (with `datasets`' own ArrowWriter) lets a build stream rows from the
+release to their final file once: no intermediate dataset, no second copy of the motion arrays,
+memory bounded by one batch. `load_from_disk` reads the result like any saved dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+from datasets import Array2D, Array3D, DatasetInfo, Features
+from datasets.arrow_writer import ArrowWriter, TypedSequence
+from datasets.features.features import get_nested_type
+
+DEFAULT_SHARD_BYTES = 500 * 1024 * 1024
+
+
+def variable_length_array(arrays: Sequence[np.ndarray], feature: Array2D | Array3D) -> pa.Array:
+    """Arrow column of an ArrayXD feature whose first dimension varies, built from numpy without
+    a Python loop over values (the generic encoder walks every number)."""
+    extension = get_nested_type(feature)
+    storage_type = extension.storage_type
+    lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
+    flat = (
+        np.concatenate([np.asarray(a, dtype=feature.dtype).reshape(-1) for a in arrays])
+        if len(arrays) else np.zeros(0, dtype=feature.dtype)
+    )
+    values: pa.Array = pa.array(flat)
+    # Build the nested lists from the innermost dimension out.
+    inner_dims = feature.shape[1:]
+    count = flat.size
+    for dim in reversed(inner_dims):
+        count //= dim
+        values = pa.ListArray.from_arrays(pa.array(np.arange(count + 1, dtype=np.int32) * dim), values)
+    outer_offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=outer_offsets[1:])
+    storage = pa.ListArray.from_arrays(pa.array(outer_offsets), values).cast(storage_type)
+    return pa.ExtensionArray.from_storage(extension, storage)
+
+
+def column_array(values: list[Any], feature: Any) -> pa.Array:
+    """Encode one column of python/numpy values as the Arrow array of its feature."""
+    if isinstance(feature, (Array2D, Array3D)) and feature.shape[0] is None and all(
+        isinstance(v, np.ndarray) for v in values
+    ):
+        return variable_length_array(values, feature)
+    return pa.array(TypedSequence(values, type=feature))
+
+
+def batch_table(columns: dict[str, list[Any]], features: Features) -> pa.Table:
+    arrays = [column_array(columns[name], feature) for name, feature in features.items()]
+    return pa.Table.from_arrays(arrays, schema=features.arrow_schema)
+
+
+class ShardWriter:
+    """Writes tables to `<stem>-NNN.arrow` files in a folder, starting a new file past `max_bytes`."""
+
+    def __init__(self, folder: Path, stem: str, features: Features, max_bytes: int = DEFAULT_SHARD_BYTES):
+        self.folder, self.stem, self.features, self.max_bytes = folder, stem, features, max_bytes
+        self.files: list[str] = []
+        self.num_rows = 0
+        self._writer: ArrowWriter | None = None
+        self._bytes = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None or self._bytes >= self.max_bytes:
+            self._close_file()
+            name = f"{self.stem}-{len(self.files):03d}.arrow"
+            self.files.append(name)
+            self._writer = ArrowWriter(features=self.features, path=str(self.folder / name))
+            self._bytes = 0
+        self._writer.write_table(table)
+        self._bytes += table.nbytes
+        self.num_rows += table.num_rows
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.finalize()
+            self._writer = None
+
+    def close(self) -> list[str]:
+        self._close_file()
+        return self.files
+
+
+def finish_split_dir(split_dir: Path, files: list[str], features: Features, split: str,
+                     fingerprint: str, description: str = "") -> None:
+    """Rename shard files to save_to_disk's names and write its state.json and dataset_info.json."""
+    if not files:  # an empty split still needs one (empty) file to load
+        writer = ShardWriter(split_dir, "empty", features)
+        writer.write(features.arrow_schema.empty_table())
+        files = writer.close()
+    names = [f"data-{i:05d}-of-{len(files):05d}.arrow" for i in range(len(files))]
+    for old, new in zip(files, names):
+        os.replace(split_dir / old, split_dir / new)
+    state = {
+        "_data_files": [{"filename": name} for name in names],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": split,
+    }
+    (split_dir / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
+    info = dataclasses.asdict(DatasetInfo(description=description, features=features))
+    (split_dir / "dataset_info.json").write_text(json.dumps({k: info[k] for k in sorted(info)}, indent=2))
+
+
+def write_dataset_dict_json(out: Path, splits: Sequence[str]) -> None:
+    (out / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}))

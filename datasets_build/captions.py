@@ -1,0 +1,121 @@
+"""Parse HumanML3D / KIT-ML caption files: one annotation per line, `caption#tok/POS ...#start#end`.
+
+Pure functions over text: the reader decides what to do with the problems they report.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One valid caption line, with its time span resolved to frames of the motion."""
+
+    caption: str
+    tokens: list[str]
+    pos: list[str]
+    start: float  # seconds as written (NaN read as 0.0, like the reference loaders)
+    end: float
+    start_frame: int
+    end_frame: int  # exclusive
+    is_subclip: bool
+    line: int  # 1-based line number in the caption file
+
+
+@dataclass(frozen=True)
+class CaptionProblem:
+    """A caption line that cannot be used, and why."""
+
+    line: int
+    reason: str  # short machine-readable reason, e.g. "malformed_caption"
+    detail: str  # one sentence for a human
+
+
+def _seconds(text: str) -> float:
+    value = float(text)  # raises ValueError on garbage; 'nan' parses
+    return 0.0 if math.isnan(value) else value
+
+
+def parse_caption_line(
+    text: str, line: int, num_frames: int, fps: float
+) -> Annotation | CaptionProblem:
+    """Parse one non-blank caption line of a motion with `num_frames` frames at `fps`."""
+    fields = text.split("#")
+    if len(fields) != 4:
+        return CaptionProblem(
+            line, "malformed_caption",
+            f"expected 4 '#'-separated fields (caption#tokens#start#end), found {len(fields)}",
+        )
+    caption, token_field, start_text, end_text = (f.strip() for f in fields)
+    if not caption:
+        return CaptionProblem(line, "malformed_caption", "the caption text is empty")
+    words: list[str] = []
+    tags: list[str] = []
+    for token in token_field.split():
+        word, slash, tag = token.rpartition("/")
+        if not slash or not word or not tag:
+            return CaptionProblem(
+                line, "malformed_caption", f"token {token!r} is not of the form word/POS"
+            )
+        words.append(word)
+        tags.append(tag)
+    if not words:
+        return CaptionProblem(line, "malformed_caption", "the token field is empty")
+    try:
+        start, end = _seconds(start_text), _seconds(end_text)
+    except ValueError:
+        return CaptionProblem(
+            line, "bad_time", f"start/end {start_text!r}/{end_text!r} are not numbers of seconds"
+        )
+    if math.isinf(start) or math.isinf(end) or start < 0 or end < 0:
+        return CaptionProblem(line, "bad_time", f"start/end {start}/{end} must be finite and >= 0")
+
+    if start == 0.0 and end == 0.0:
+        return Annotation(caption, words, tags, 0.0, 0.0, 0, num_frames, False, line)
+    if start >= end:
+        return CaptionProblem(line, "bad_subclip", f"sub-clip start {start}s is not before its end {end}s")
+    start_frame, end_frame = int(start * fps), int(end * fps)
+    # The features have one frame fewer than the raw clip (velocities need a next frame), so a
+    # sub-clip ending on the clip's last raw frame is one past the end: clamp that one frame.
+    if start_frame >= num_frames or end_frame > num_frames + 1:
+        return CaptionProblem(
+            line, "subclip_out_of_range",
+            f"sub-clip {start}s-{end}s (frames {start_frame}-{end_frame}) lies outside the motion's "
+            f"{num_frames} frames at {fps:g} fps",
+        )
+    end_frame = min(end_frame, num_frames)
+    if end_frame <= start_frame:
+        return CaptionProblem(line, "bad_subclip", f"sub-clip {start}s-{end}s covers no whole frame")
+    return Annotation(caption, words, tags, start, end, start_frame, end_frame, True, line)
+
+
+def parse_caption_text(
+    text: str, num_frames: int, fps: float
+) -> tuple[list[Annotation], list[CaptionProblem]]:
+    """Parse a whole caption file's text; blank lines are skipped, problems collected."""
+    annotations: list[Annotation] = []
+    problems: list[CaptionProblem] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        parsed = parse_caption_line(raw.strip(), number, num_frames, fps)
+        (annotations if isinstance(parsed, Annotation) else problems).append(parsed)
+    return annotations, problems
+
+
+def decode_caption_bytes(data: bytes) -> str | CaptionProblem:
+    """Decode a caption file as UTF-8, naming the first line that is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return CaptionProblem(
+                    number, "caption_encoding",
+                    f"not valid UTF-8 (byte {raw[error.start]:#04x} at column {error.start + 1})",
+                )
+        raise  # unreachable: some line failed above

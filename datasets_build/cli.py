@@ -1,0 +1,106 @@
+"""Command line: `python -m datasets_build <recipe> --source PATH --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from datasets_build.outputs import summary
+from datasets_build.recipes import RECIPES
+from datasets_build.release import SPLITS, ReleaseError
+from datasets_build.runner import BuildConfig, ProcessorError, StrictStop, build
+from datasets_build.synthetic import ensure_sample_release
+from processors.base import MissingDependency
+
+DESCRIPTION = """\
+Build text-to-motion releases (HumanML3D, KIT-ML) into Hugging Face Arrow datasets that load
+with datasets.load_from_disk(OUT). Each sub-command is a recipe; `<recipe> --help` lists its
+options. Every id of the split files ends up in the output or in OUT/rejected.jsonl with its reason.
+"""
+EPILOG = """\
+examples:
+  python -m datasets_build humanml3d --source /data/HumanML3D --out /data/built/humanml3d
+  python -m datasets_build kitml --source /data/KIT-ML --out /data/built/kitml
+  python -m datasets_build humanml3d --source sample --out /tmp/sample   # no licensed data needed
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _add_build_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, metavar="PATH",
+                        help="release folder (new_joint_vecs/, texts/, train.txt, ...), or 'sample' "
+                             "to generate and build a small synthetic release")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="output folder: a DatasetDict (train/val/test) plus README.md, "
+                             "rejected.jsonl, release_stats/ and build.json")
+    parser.add_argument("--splits", default=",".join(SPLITS),
+                        help="comma-separated split files to build (default: %(default)s)")
+    parser.add_argument("--limit", type=_positive_int, metavar="N",
+                        help="only the first N ids of each split, for a quick try")
+    parser.add_argument("--num-proc", type=_positive_int, metavar="N",
+                        help="worker processes (default: 1 for small builds, else up to 4 by CPU count)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rebuild even when the output is up to date, or write into a non-empty "
+                             "folder that holds no earlier build (caches are kept)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first problem (naming the file, line and what is wrong) "
+                             "instead of listing it in rejected.jsonl")
+    parser.add_argument("--no-joints", dest="with_joints", action="store_false",
+                        help="leave out new_joints/ even when the release has it")
+    parser.add_argument("--sample-motions", type=_positive_int, default=64, metavar="N",
+                        help="with --source sample: base motions to generate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="with --source sample: generator seed")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m datasets_build", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="<recipe>", required=True)
+    for recipe in RECIPES.values():
+        sub = commands.add_parser(recipe.name, help=recipe.help, description=recipe.help)
+        _add_build_options(sub)
+    return parser
+
+
+def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
+    recipe = RECIPES[args.command]
+    source_note = ""
+    if args.source == "sample":
+        source = ensure_sample_release(recipe.dataset, args.sample_motions, args.seed)
+        source_note = f"(synthetic sample release: {args.sample_motions} base motions, seed {args.seed})"
+        print(f"Using the synthetic sample release in {source}", file=sys.stderr)
+    else:
+        source = Path(args.source)
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    config = BuildConfig(
+        recipe=recipe.name, dataset=recipe.dataset, source=source, out=args.out,
+        processors=recipe.processors, splits=splits, limit=args.limit, num_proc=args.num_proc,
+        strict=args.strict, overwrite=args.overwrite, with_joints=args.with_joints,
+        progress=not args.quiet, command="python -m datasets_build " + shlex.join(argv),
+        source_note=source_note,
+    )
+    result = build(config)
+    print(summary(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = make_parser().parse_args(argv)
+    try:
+        return run_recipe(args, argv)
+    except (ReleaseError, StrictStop, ProcessorError, MissingDependency) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue (finished work is cached)", file=sys.stderr)
+        return 130

@@ -1,0 +1,296 @@
+"""Run a recipe: stream a release through its processors into a saved DatasetDict.
+
+One pass per split: ids are cut into chunks; each chunk (in this process or a worker) reads and
+validates its motions, applies the processors batch by batch (with their row cache), and writes
+its rows straight to an Arrow shard of the final dataset. Memory is bounded by one batch per worker.
+The whole build is fingerprinted (recipe config, processor fingerprints, the source's file listing):
+an unchanged re-run does nothing, a changed one recomputes only rows whose processor inputs changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+from datasets import Features
+from tqdm.auto import tqdm
+
+from datasets_build import outputs
+from datasets_build.arrow_io import ShardWriter, batch_table, finish_split_dir, write_dataset_dict_json
+from datasets_build.cache import RowCache
+from datasets_build.release import (
+    SPECS, SPLITS, MotionRecord, Release, ReleaseError, Rejection, check_id, open_release, read_motion,
+)
+from datasets_build.schema import base_features
+from processors.base import Batch, Processor, stable_hash
+
+BUILD_FORMAT = "1"  # bump when the reader or the layout of a built dataset changes
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildConfig:
+    recipe: str
+    dataset: str
+    source: Path
+    out: Path
+    processors: tuple[Processor, ...] = ()
+    splits: tuple[str, ...] = SPLITS
+    limit: int | None = None
+    num_proc: int | None = None  # None: 1 for small builds, else up to 4 by CPU count
+    strict: bool = False
+    overwrite: bool = False
+    with_joints: bool = True
+    batch_size: int = 64
+    progress: bool = True
+    command: str = ""  # how the user ran it, for the dataset card
+    source_note: str = ""  # e.g. "bundled sample release", for the dataset card
+
+
+@dataclasses.dataclass
+class BuildResult:
+    out: Path
+    skipped: bool
+    counts: dict[str, dict[str, int]]  # split -> {"motions", "annotations", "subclips", "frames"}
+    rejections: list[Rejection]
+    seconds: float
+    counters: dict[str, dict[str, int]]  # processor name -> its counters
+
+
+class ProcessorError(RuntimeError):
+    """A processor broke its contract (wrong columns or row count)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Chunk:
+    split: str
+    index: int
+    ids: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What a worker needs to turn a chunk of ids into a shard (picklable)."""
+
+    release: Release
+    features: Features
+    processors: tuple[Processor, ...]
+    partial: Path
+    cache_dir: Path
+    strict: bool
+    batch_size: int
+
+
+class StrictStop(Exception):
+    """--strict met a problem; the message names the file, line and what is wrong."""
+
+
+def build(config: BuildConfig) -> BuildResult:
+    started = time.perf_counter()
+    spec = SPECS[config.dataset]
+    release = open_release(config.source, spec, config.splits, config.with_joints)
+    for processor in config.processors:
+        processor.check_dependencies()
+    features = _features(release, config.processors)
+    plan, rejections = plan_splits(release, config.splits, config.limit)
+    if config.strict and rejections:
+        raise StrictStop(rejections[0].message())
+    fingerprint = stable_hash({
+        "format": BUILD_FORMAT, "dataset": spec.name, "plan": plan, "with_joints": release.has_joints,
+        "source": outputs.source_signature(release.root),
+        "processors": [p.fingerprint() for p in config.processors],
+    })
+    out = Path(config.out)
+    previous = outputs.read_build_record(out)
+    if previous and previous.get("fingerprint") == fingerprint and not config.overwrite:
+        return BuildResult(out, True, previous["counts"], [], time.perf_counter() - started,
+                           previous.get("counters", {}))
+    if previous is None and out.exists() and any(out.iterdir()) and not config.overwrite:
+        raise ReleaseError(f"--out {out} is not empty and holds no earlier build; pass --overwrite to write there anyway.")
+
+    partial = out / ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    context = _Context(release, features, config.processors, partial, out / ".cache" / "rows",
+                       config.strict, config.batch_size)
+    counts: dict[str, dict[str, int]] = {}
+    counters: dict[str, Counter] = {p.name: Counter() for p in config.processors}
+    num_proc = config.num_proc or _default_num_proc(sum(len(ids) for ids in plan.values()))
+    pool = None
+    if num_proc > 1:
+        pool = multiprocessing.get_context("spawn").Pool(num_proc, _set_context, (context,))
+    else:
+        _set_context(context)
+    try:
+        for split in config.splits:
+            (partial / split).mkdir(parents=True)
+            chunks = _chunks(split, plan[split], num_proc)
+            results = pool.imap(_run_chunk, chunks) if pool else map(_run_chunk, chunks)
+            files, split_counts = [], Counter()
+            with tqdm(total=len(plan[split]), desc=f"{spec.name} {split}", unit=" motions",
+                      disable=not config.progress) as bar:
+                for chunk, result in zip(chunks, results):
+                    files += result["files"]
+                    split_counts.update(result["counts"])
+                    rejections += result["rejections"]
+                    for name, values in result["counters"].items():
+                        counters[name].update(values)
+                    bar.update(len(chunk.ids))
+            finish_split_dir(partial / split, files, features, split, stable_hash([fingerprint, split]),
+                             f"{spec.title} {split} built by datasets_build ({config.recipe})")
+            counts[split] = {k: split_counts.get(k, 0) for k in ("motions", "annotations", "subclips", "frames")}
+    finally:
+        if pool:
+            pool.terminate()
+    result = BuildResult(out, False, counts, rejections, 0.0, {k: dict(v) for k, v in counters.items()})
+    outputs.publish(config, release, features, fingerprint, result, partial)
+    result.seconds = time.perf_counter() - started
+    outputs.write_build_record(out, config, fingerprint, result)
+    return result
+
+
+def _features(release: Release, processors: tuple[Processor, ...]) -> Features:
+    features = base_features(release.spec, release.has_joints)
+    for processor in processors:
+        missing = [c for c in processor.inputs if c not in features]
+        if missing:
+            raise ProcessorError(
+                f"processor {processor.name!r} reads {missing}, which no earlier step produces "
+                f"(available: {', '.join(features)})"
+            )
+        clash = [c for c in processor.outputs if c in features]
+        if clash:
+            raise ProcessorError(f"processor {processor.name!r} would overwrite existing columns {clash}")
+        features = Features({**features, **processor.outputs})
+    return features
+
+
+def plan_splits(release: Release, splits, limit: int | None) -> tuple[dict[str, list[str]], list[Rejection]]:
+    """The ids to read per split; ids listed twice are kept at their first place and rejected after."""
+    seen: dict[str, str] = {}
+    plan: dict[str, list[str]] = {}
+    rejections: list[Rejection] = []
+    for split in splits:
+        ids = release.split_ids(split)[:limit] if limit else release.split_ids(split)
+        plan[split] = []
+        for motion_id in ids:
+            if motion_id in seen and check_id(motion_id) is None:
+                where = "earlier in the same file" if seen[motion_id] == split else f"in {seen[motion_id]}.txt"
+                rejections.append(Rejection(motion_id, split, "duplicate_id",
+                                            f"id is listed {where}; kept there only", f"{split}.txt"))
+                continue
+            seen[motion_id] = split
+            plan[split].append(motion_id)
+    return plan, rejections
+
+
+def _default_num_proc(num_ids: int) -> int:
+    # Starting a worker costs about a second of imports: only worth it for real releases.
+    return 1 if num_ids < 2000 else max(1, min(4, os.cpu_count() or 1))
+
+
+def _chunks(split: str, ids: list[str], num_proc: int) -> list[_Chunk]:
+    # Several chunks per worker keep both busy and the progress bar moving; 512 motions (~64 MB of
+    # HumanML3D features) per shard file at most.
+    size = max(16, min(512, -(-len(ids) // (num_proc * 8))))
+    return [_Chunk(split, i, tuple(ids[s : s + size])) for i, s in enumerate(range(0, len(ids), size))]
+
+
+_CONTEXT: _Context | None = None
+
+
+def _set_context(context: _Context) -> None:
+    global _CONTEXT  # one copy per worker process, not one per chunk
+    _CONTEXT = context
+
+
+def _run_chunk(chunk: _Chunk) -> dict:
+    context = _CONTEXT
+    for processor in context.processors:
+        processor.counters.clear()  # report this chunk's counts only
+    writer = ShardWriter(context.partial / chunk.split, f"c{chunk.index:05d}", context.features)
+    caches = {p.name: RowCache(context.cache_dir / f"{p.name}.sqlite") for p in context.processors if p.cacheable}
+    rejections: list[Rejection] = []
+    counts: Counter = Counter()
+    batch: list[MotionRecord] = []
+
+    def flush() -> None:
+        columns = records_to_columns(batch, context.release)
+        for processor in context.processors:
+            columns.update(apply_processor(processor, columns, caches.get(processor.name)))
+        writer.write(batch_table(columns, context.features))
+        counts["motions"] += len(batch)
+        counts["annotations"] += sum(len(r.annotations) for r in batch)
+        counts["subclips"] += sum(a.is_subclip for r in batch for a in r.annotations)
+        counts["frames"] += sum(len(r.motion) for r in batch)
+        batch.clear()
+
+    for motion_id in chunk.ids:
+        record, problems = read_motion(context.release, motion_id, chunk.split)
+        if problems and context.strict:
+            raise StrictStop(problems[0].message())
+        rejections += problems
+        if record is not None:
+            batch.append(record)
+        if len(batch) >= context.batch_size:
+            flush()
+    if batch:
+        flush()
+    for cache in caches.values():
+        cache.close()
+    return {"files": writer.close(), "counts": counts, "rejections": rejections,
+            "counters": {p.name: dict(p.counters) for p in context.processors}}
+
+
+def records_to_columns(records: list[MotionRecord], release: Release) -> Batch:
+    columns: Batch = {
+        "id": [r.id for r in records],
+        "base_id": [r.base_id for r in records],
+        "mirrored": [r.mirrored for r in records],
+        "motion": [r.motion for r in records],
+        "length": [len(r.motion) for r in records],
+        "fps": [release.spec.fps] * len(records),
+        "annotations": [[dataclasses.asdict(a) for a in r.annotations] for r in records],
+    }
+    if release.has_joints:
+        columns["joints"] = [r.joints for r in records]
+    if release.spec.has_index_csv:
+        for key in ("source_path", "source_start_frame", "source_end_frame"):
+            columns[key] = [r.source.get(key) for r in records]
+    return columns
+
+
+def apply_processor(processor: Processor, columns: Batch, cache: RowCache | None) -> Batch:
+    """Run one processor on a batch, taking rows whose inputs it has seen from its cache."""
+    inputs = {name: columns[name] for name in processor.inputs}
+    rows = len(columns["id"])
+    if cache is None:
+        processor.counters["computed"] += rows
+        return _checked_call(processor, inputs, rows)
+    identity = processor.fingerprint()
+    keys = [stable_hash([identity] + [inputs[name][i] for name in processor.inputs]) for i in range(rows)]
+    found = cache.get_many(keys)
+    todo = [i for i, key in enumerate(keys) if key not in found]
+    processor.counters["cached"] += rows - len(todo)
+    processor.counters["computed"] += len(todo)
+    if todo:
+        fresh = _checked_call(processor, {n: [v[i] for i in todo] for n, v in inputs.items()}, len(todo))
+        new_rows = {keys[i]: {name: fresh[name][j] for name in fresh} for j, i in enumerate(todo)}
+        cache.put_many(new_rows.items())
+        found.update(new_rows)
+    return {name: [found[key][name] for key in keys] for name in processor.outputs}
+
+
+def _checked_call(processor: Processor, inputs: Batch, rows: int) -> Batch:
+    result = processor(inputs)
+    if set(result) != set(processor.outputs):
+        raise ProcessorError(
+            f"processor {processor.name!r} returned columns {sorted(result)}; it declares {sorted(processor.outputs)}"
+        )
+    wrong = {name: len(values) for name, values in result.items() if len(values) != rows}
+    if wrong:
+        raise ProcessorError(f"processor {processor.name!r} returned {wrong} rows for a batch of {rows}")
+    return result

@@ -1,0 +1,1 @@
+"""Trainable model packages (data loaders, retrieval model, metrics) that read built datasets."""

@@ -1,0 +1,100 @@
+"""What a processor is: a small, pure function over a batch with declared columns and a version.
+
+A processor subclasses `Processor` as a frozen dataclass. Its fields are its configuration and,
+with its name and version, make its fingerprint: change either and the runner recomputes it (and
+whatever reads its outputs), and nothing else. Reading, writing, caching and parallelism live in
+`datasets_build.runner`, so the same processor runs in a test, a local build or another executor.
+
+    @dataclass(frozen=True)
+    class CaptionWordCount(Processor):
+        name: ClassVar[str] = "caption_word_count"
+        version: ClassVar[str] = "1"
+        inputs: ClassVar[tuple[str, ...]] = ("annotations",)
+        outputs: ClassVar[Features] = Features({"num_words": List(Value("int32"))})
+
+        def __call__(self, batch):
+            return {"num_words": [[len(a["tokens"]) for a in anns] for anns in batch["annotations"]]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+from collections import Counter
+from typing import Any, ClassVar
+
+import numpy as np
+from datasets import Features
+
+Batch = dict[str, list[Any]]
+
+
+class MissingDependency(RuntimeError):
+    """An optional dependency of a processor is not installed; the message says what to install."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Processor:
+    name: ClassVar[str]
+    version: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]]
+    outputs: ClassVar[Features]
+    # Python modules this processor imports, and the extra of this project that installs them.
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = ""
+    # Whether the runner keeps each row's outputs in a cache keyed by (fingerprint, inputs): worth
+    # it for slow or paid work (models, LLM calls), not for a cheap transformation.
+    cacheable: ClassVar[bool] = False
+    # Counters for the run summary (datatrove style); not part of the configuration.
+    counters: Counter = dataclasses.field(default_factory=Counter, compare=False, repr=False, kw_only=True)
+
+    def __call__(self, batch: Batch) -> Batch:
+        """Map a batch of input columns to a batch of output columns with as many rows."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+
+    def fingerprint(self) -> str:
+        return stable_hash({"name": self.name, "version": self.version, "config": self.config()})
+
+    def check_dependencies(self) -> None:
+        """Fail at once, before any work, with the exact install command."""
+        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise MissingDependency(
+                f"processor {self.name!r} needs {', '.join(missing)}: "
+                f"pip install -e '.[{self.extra or 'all'}]'"
+            )
+
+
+def stable_hash(value: Any) -> str:
+    """A hex digest that is the same for equal values across runs and processes."""
+    digest = hashlib.sha256()
+    _feed(digest, value)
+    return digest.hexdigest()[:32]
+
+
+def _feed(digest: "hashlib._Hash", value: Any) -> None:
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        digest.update(f"nd{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    elif isinstance(value, dict):
+        digest.update(b"{")
+        for key in sorted(value):
+            _feed(digest, str(key))
+            _feed(digest, value[key])
+        digest.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        digest.update(b"[")
+        for item in value:
+            _feed(digest, item)
+        digest.update(b"]")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        _feed(digest, {"__type__": type(value).__name__, **dataclasses.asdict(value)})
+    else:
+        digest.update(json.dumps(value, sort_keys=True, default=str).encode())
+        digest.update(b";")

@@ -1,0 +1,43 @@
+"""Shared test helpers: synthetic releases, the real HumanML3D files, and a quiet build call."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from datasets_build.runner import BuildConfig, build
+from datasets_build.synthetic import write_synthetic_release
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+
+@pytest.fixture
+def realdata() -> Path:
+    path = REALDATA / "humanml3d"
+    if not path.is_dir():
+        pytest.skip(f"real HumanML3D files not found at {path} (shared/realdata is beside the repository)")
+    return path
+
+
+@pytest.fixture
+def release(tmp_path: Path):
+    """Factory: a synthetic release folder (a fresh copy for each call)."""
+
+    def make(dataset: str = "humanml3d", num_motions: int = 10, seed: int = 0, **kwargs) -> Path:
+        root = tmp_path / f"release-{dataset}-{num_motions}-{seed}-{len(list(tmp_path.iterdir()))}"
+        return write_synthetic_release(root, dataset, num_motions, seed, **kwargs)
+
+    return make
+
+
+def run_build(source: Path, out: Path, dataset: str = "humanml3d", **kwargs):
+    kwargs.setdefault("progress", False)
+    kwargs.setdefault("num_proc", 1)
+    return build(BuildConfig(recipe=dataset, dataset=dataset, source=source, out=out, **kwargs))
+
+
+def copy_release(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
