@@ -1,6 +1,6 @@
 """Write built splits straight to the layout `Dataset.save_to_disk` produces, in one streaming pass.
 
-Writing the shards ourselves (with `datasets`' own ArrowWriter) lets a build stream rows from the
+Writing the shards ourselves lets a build stream rows from the
 release to their final file once: no intermediate dataset, no second copy of the motion arrays,
 memory bounded by one batch. `load_from_disk` reads the result like any saved dataset.
 """
@@ -15,8 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
-from datasets import Array2D, Array3D, DatasetInfo, Features
-from datasets.arrow_writer import ArrowWriter, TypedSequence
+from datasets import Array2D, Array3D, DatasetInfo, Features, List, Value
+from datasets.arrow_writer import TypedSequence
 from datasets.features.features import get_nested_type
 
 DEFAULT_SHARD_BYTES = 500 * 1024 * 1024
@@ -51,6 +51,8 @@ def column_array(values: list[Any], feature: Any) -> pa.Array:
         isinstance(v, np.ndarray) for v in values
     ):
         return variable_length_array(values, feature)
+    if isinstance(feature, (Value, List, dict)):  # plain Arrow types convert directly, in C++
+        return pa.array(values, type=get_nested_type(feature))
     return pa.array(TypedSequence(values, type=feature))
 
 
@@ -60,13 +62,18 @@ def batch_table(columns: dict[str, list[Any]], features: Features) -> pa.Table:
 
 
 class ShardWriter:
-    """Writes tables to `<stem>-NNN.arrow` files in a folder, starting a new file past `max_bytes`."""
+    """Writes tables to `<stem>-NNN.arrow` files in a folder, starting a new file past `max_bytes`.
+
+    The files are Arrow IPC streams whose schema carries the `datasets` features, the format
+    `Dataset.save_to_disk` writes and `load_from_disk` memory-maps.
+    """
 
     def __init__(self, folder: Path, stem: str, features: Features, max_bytes: int = DEFAULT_SHARD_BYTES):
-        self.folder, self.stem, self.features, self.max_bytes = folder, stem, features, max_bytes
+        self.folder, self.stem, self.max_bytes = folder, stem, max_bytes
+        self.schema = features.arrow_schema
         self.files: list[str] = []
         self.num_rows = 0
-        self._writer: ArrowWriter | None = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self._bytes = 0
 
     def write(self, table: pa.Table) -> None:
@@ -74,7 +81,7 @@ class ShardWriter:
             self._close_file()
             name = f"{self.stem}-{len(self.files):03d}.arrow"
             self.files.append(name)
-            self._writer = ArrowWriter(features=self.features, path=str(self.folder / name))
+            self._writer = pa.ipc.new_stream(str(self.folder / name), self.schema)
             self._bytes = 0
         self._writer.write_table(table)
         self._bytes += table.nbytes
@@ -82,7 +89,7 @@ class ShardWriter:
 
     def _close_file(self) -> None:
         if self._writer is not None:
-            self._writer.finalize()
+            self._writer.close()
             self._writer = None
 
     def close(self) -> list[str]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Annotation:
+class Annotation(NamedTuple):  # a NamedTuple: built ~90k times per release, cheaper than a dataclass
     """One valid caption line, with its time span resolved to frames of the motion."""
 
     caption: str
@@ -51,18 +51,17 @@ def parse_caption_line(
     caption, token_field, start_text, end_text = (f.strip() for f in fields)
     if not caption:
         return CaptionProblem(line, "malformed_caption", "the caption text is empty")
-    words: list[str] = []
-    tags: list[str] = []
-    for token in token_field.split():
-        word, slash, tag = token.rpartition("/")
-        if not slash or not word or not tag:
+    pairs = [token.rpartition("/") for token in token_field.split()]
+    if not pairs:
+        return CaptionProblem(line, "malformed_caption", "the token field is empty")
+    for word, slash, tag in pairs:
+        if not (slash and word and tag):
+            token = word + slash + tag
             return CaptionProblem(
                 line, "malformed_caption", f"token {token!r} is not of the form word/POS"
             )
-        words.append(word)
-        tags.append(tag)
-    if not words:
-        return CaptionProblem(line, "malformed_caption", "the token field is empty")
+    words = [p[0] for p in pairs]
+    tags = [p[2] for p in pairs]
     try:
         start, end = _seconds(start_text), _seconds(end_text)
     except ValueError:

@@ -4,6 +4,7 @@ the dataset card, the build record; and reading them back."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -36,12 +37,12 @@ def source_signature(root: Path) -> str:
         folder = root / sub
         if folder.is_dir():
             with os.scandir(folder) as scan:
-                entries += sorted((f"{sub}/{e.name}", e.stat().st_size, e.stat().st_mtime_ns) for e in scan)
+                entries += sorted(f"{sub}/{e.name} {e.stat().st_size} {e.stat().st_mtime_ns}" for e in scan)
     for entry in sorted(root.iterdir()):
         if entry.is_file():
             stat = entry.stat()
-            entries.append((entry.name, stat.st_size, stat.st_mtime_ns))
-    return stable_hash(entries)
+            entries.append(f"{entry.name} {stat.st_size} {stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:32]
 
 
 def read_build_record(out: Path) -> dict | None:
@@ -59,6 +60,7 @@ def publish(config: "BuildConfig", release: Release, features: datasets.Features
     """Swap the freshly written splits into place, then write the files that describe them."""
     out = Path(config.out)
     previous = read_build_record(out) or {}
+    (out / BUILD_RECORD).unlink(missing_ok=True)  # from here until the new record, no build is complete
     for name in set(previous.get("splits", [])) | set(config.splits) | {RELEASE_STATS}:
         shutil.rmtree(out / name, ignore_errors=True)
     for split in config.splits:

@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from datasets import Features
@@ -30,6 +31,12 @@ from datasets_build.schema import base_features
 from processors.base import Batch, Processor, stable_hash
 
 BUILD_FORMAT = "1"  # bump when the reader or the layout of a built dataset changes
+
+
+# Fork starts a worker at once with everything imported (as `datasets.map(num_proc=...)` does on
+# Linux; spawn costs a second of imports per worker). It is safe because the parent starts no
+# threads, CUDA or clients: processors create models and clients lazily, inside the workers.
+START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,47 +116,59 @@ def build(config: BuildConfig) -> BuildResult:
     if previous and previous.get("fingerprint") == fingerprint and not config.overwrite:
         return BuildResult(out, True, previous["counts"], [], time.perf_counter() - started,
                            previous.get("counters", {}))
-    if previous is None and out.exists() and any(out.iterdir()) and not config.overwrite:
+    ours = previous is not None or (out / ".partial").exists() or (out / ".cache").exists()
+    if not ours and out.exists() and any(out.iterdir()) and not config.overwrite:
         raise ReleaseError(f"--out {out} is not empty and holds no earlier build; pass --overwrite to write there anyway.")
 
     partial = out / ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     context = _Context(release, features, config.processors, partial, out / ".cache" / "rows",
                        config.strict, config.batch_size)
-    counts: dict[str, dict[str, int]] = {}
-    counters: dict[str, Counter] = {p.name: Counter() for p in config.processors}
-    num_proc = config.num_proc or _default_num_proc(sum(len(ids) for ids in plan.values()))
-    pool = None
-    if num_proc > 1:
-        pool = multiprocessing.get_context("spawn").Pool(num_proc, _set_context, (context,))
-    else:
-        _set_context(context)
-    try:
-        for split in config.splits:
-            (partial / split).mkdir(parents=True)
-            chunks = _chunks(split, plan[split], num_proc)
-            results = pool.imap(_run_chunk, chunks) if pool else map(_run_chunk, chunks)
-            files, split_counts = [], Counter()
-            with tqdm(total=len(plan[split]), desc=f"{spec.name} {split}", unit=" motions",
-                      disable=not config.progress) as bar:
-                for chunk, result in zip(chunks, results):
-                    files += result["files"]
-                    split_counts.update(result["counts"])
-                    rejections += result["rejections"]
-                    for name, values in result["counters"].items():
-                        counters[name].update(values)
-                    bar.update(len(chunk.ids))
-            finish_split_dir(partial / split, files, features, split, stable_hash([fingerprint, split]),
-                             f"{spec.title} {split} built by datasets_build ({config.recipe})")
-            counts[split] = {k: split_counts.get(k, 0) for k in ("motions", "annotations", "subclips", "frames")}
-    finally:
-        if pool:
-            pool.terminate()
-    result = BuildResult(out, False, counts, rejections, 0.0, {k: dict(v) for k, v in counters.items()})
+    files, counts, counters = _write_shards(config, context, plan, rejections)
+    for split in config.splits:
+        finish_split_dir(partial / split, files[split], features, split, stable_hash([fingerprint, split]),
+                         f"{spec.title} {split} built by datasets_build ({config.recipe})")
+    result = BuildResult(out, False, counts, rejections, 0.0, counters)
     outputs.publish(config, release, features, fingerprint, result, partial)
     result.seconds = time.perf_counter() - started
     outputs.write_build_record(out, config, fingerprint, result)
     return result
+
+
+def _write_shards(config: BuildConfig, context: _Context, plan: dict[str, list[str]],
+                  rejections: list[Rejection]) -> tuple[dict, dict, dict]:
+    """Read, check, process and write every chunk of every split; rejections are appended."""
+    total = sum(len(ids) for ids in plan.values())
+    num_proc = config.num_proc or _default_num_proc(total)
+    chunks = [chunk for split in config.splits for chunk in _chunks(split, plan[split], num_proc)]
+    files: dict[str, list[str]] = {split: [] for split in config.splits}
+    counts: dict[str, Counter] = {split: Counter() for split in config.splits}
+    counters: dict[str, Counter] = {p.name: Counter() for p in config.processors}
+    for split in config.splits:
+        (context.partial / split).mkdir(parents=True)
+    pool = None
+    if num_proc > 1:
+        pool = ProcessPoolExecutor(num_proc, multiprocessing.get_context(START_METHOD), _set_context, (context,))
+    else:
+        _set_context(context)
+    try:
+        results = pool.map(_run_chunk, chunks) if pool else map(_run_chunk, chunks)
+        with tqdm(total=total, desc=f"{context.release.spec.name}: read, check, process, write",
+                  unit=" motions", disable=not config.progress) as bar:
+            for chunk, result in zip(chunks, results):
+                files[chunk.split] += result["files"]
+                counts[chunk.split].update(result["counts"])
+                rejections += result["rejections"]
+                for name, values in result["counters"].items():
+                    counters[name].update(values)
+                bar.set_postfix_str(chunk.split, refresh=False)
+                bar.update(len(chunk.ids))
+    finally:
+        if pool:
+            pool.shutdown(wait=True, cancel_futures=True)
+    keys = ("motions", "annotations", "subclips", "frames")
+    return (files, {split: {k: c.get(k, 0) for k in keys} for split, c in counts.items()},
+            {name: dict(c) for name, c in counters.items()})
 
 
 def _features(release: Release, processors: tuple[Processor, ...]) -> Features:
@@ -253,7 +272,7 @@ def records_to_columns(records: list[MotionRecord], release: Release) -> Batch:
         "motion": [r.motion for r in records],
         "length": [len(r.motion) for r in records],
         "fps": [release.spec.fps] * len(records),
-        "annotations": [[dataclasses.asdict(a) for a in r.annotations] for r in records],
+        "annotations": [[a._asdict() for a in r.annotations] for r in records],
     }
     if release.has_joints:
         columns["joints"] = [r.joints for r in records]

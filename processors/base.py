@@ -51,7 +51,11 @@ class Processor:
     counters: Counter = dataclasses.field(default_factory=Counter, compare=False, repr=False, kw_only=True)
 
     def __call__(self, batch: Batch) -> Batch:
-        """Map a batch of input columns to a batch of output columns with as many rows."""
+        """Map a batch of input columns to a batch of output columns with as many rows.
+
+        Create models and clients lazily here (cached on first use), never in the constructor:
+        the runner may fork workers from the process that built the processor.
+        """
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
