@@ -24,6 +24,8 @@ examples:
   python -m datasets_build humanml3d --source /data/HumanML3D --out /data/built/humanml3d
   python -m datasets_build kitml --source /data/KIT-ML --out /data/built/kitml
   python -m datasets_build humanml3d --source sample --out /tmp/sample   # no licensed data needed
+  python -m datasets_build show /tmp/sample --id 000001 --out /tmp/000001.gif
+  python -m datasets_build stats /tmp/sample
 """
 
 
@@ -64,10 +66,25 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m datasets_build", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", metavar="<recipe>", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for recipe in RECIPES.values():
-        sub = commands.add_parser(recipe.name, help=recipe.help, description=recipe.help)
+        sub = commands.add_parser(recipe.name, help=f"recipe: {recipe.help}", description=recipe.help)
         _add_build_options(sub)
+    show = commands.add_parser("show", help="render one motion of a build as a skeleton animation or filmstrip",
+                               description="Render a motion of a built dataset: .gif or .mp4 animation, or a "
+                                           ".png filmstrip of key poses, with the ground, the root trajectory "
+                                           "and the caption; frames are coloured by segment where the "
+                                           "annotation has a segmentation.")
+    show.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a build")
+    show.add_argument("--id", required=True, help="motion id, e.g. 000021 or M000021")
+    show.add_argument("--annotation", type=int, metavar="K",
+                      help="draw only annotation K (0-based) of the motion: its frame range and caption")
+    show.add_argument("--out", required=True, type=Path, metavar="FILE", help="a .gif, .mp4 or .png file")
+    stats = commands.add_parser("stats", help="plot motion/caption length and annotation histograms of a build",
+                                description="Write histograms per split (motion length in seconds, caption "
+                                            "length in words, annotations per motion) as PNG files.")
+    stats.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a build")
+    stats.add_argument("--out", type=Path, metavar="DIR", help="folder for the plots (default: BUILT_DIR/plots)")
     return parser
 
 
@@ -97,6 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = make_parser().parse_args(argv)
     try:
+        if args.command == "show":
+            from datasets_build.browse import show
+
+            print(show(args.built, args.id, args.out, args.annotation))
+            return 0
+        if args.command == "stats":
+            from datasets_build.browse import stats
+
+            print(stats(args.built, args.out or args.built / "plots"))
+            return 0
         return run_recipe(args, argv)
     except (ReleaseError, StrictStop, ProcessorError, MissingDependency) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -17,7 +17,7 @@ from processors.base import MissingDependency
 from processors.kinematics import get_skeleton
 
 SEGMENT_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-_CHAIN_COLOURS = ["#444444", "#1f77b4", "#d62728", "#555555", "#2ca02c", "#9467bd"]
+_CHAIN_COLOURS = ["#333333", "#5a7d9a", "#a0522d", "#666666", "#6b8e23", "#8b6d9c"]  # none is a segment's
 
 
 @dataclass(frozen=True)
@@ -62,23 +62,26 @@ def render_motion(joints: np.ndarray, dataset: str, out: Path, title: str, fps: 
     if suffix not in (".gif", ".mp4", ".png"):
         raise ValueError(f"--out {out}: use a .gif, .mp4 or .png file name")
     owner = segment_of_frames(len(joints), segments)
-    lo, hi = joints.min(axis=(0, 1)), joints.max(axis=(0, 1))
-    centre, radius = (lo + hi) / 2, max(float((hi - lo)[[0, 2]].max()) / 2, float(hi[1] - lo[1]) / 2, 1e-3) * 1.1
-    floor = float(lo[1])
+    floor = float(joints[..., 1].min())
+    # The view follows the root with a fixed size, so the body stays large on long walks.
+    radius = max(float(joints[..., 1].max()) - floor, 1e-3) * 0.6
     wrapped = "\n".join(textwrap.wrap(title, 70))
 
     def draw(ax, frame: int) -> None:
         ax.cla()
-        ax.set_xlim(centre[0] - radius, centre[0] + radius)
-        ax.set_ylim(centre[2] - radius, centre[2] + radius)
+        cx, cz = joints[frame, 0, 0], joints[frame, 0, 2]
+        ax.set_xlim(cx - radius, cx + radius)
+        ax.set_ylim(cz - radius, cz + radius)
         ax.set_zlim(floor, floor + 2 * radius)
-        ax.set_box_aspect((1, 1, 1))
+        ax.set_box_aspect((1, 1, 1), zoom=1.5)
+        ax.view_init(elev=15, azim=-60)
         ax.set_axis_off()
         grid = np.linspace(-radius, radius, 2)
-        gx, gz = np.meshgrid(centre[0] + grid, centre[2] + grid)
+        gx, gz = np.meshgrid(cx + grid, cz + grid)
         ax.plot_surface(gx, gz, np.full_like(gx, floor), color="#dddddd", alpha=0.5, shade=False)
         trail = joints[: frame + 1, 0]
-        ax.plot(trail[:, 0], trail[:, 2], np.full(len(trail), floor), color="#888888", linewidth=1)
+        near = (np.abs(trail[:, 0] - cx) < radius) & (np.abs(trail[:, 2] - cz) < radius)
+        ax.plot(trail[near, 0], trail[near, 2], np.full(int(near.sum()), floor), color="#888888", linewidth=1)
         k = owner[frame]
         for c, chain in enumerate(skeleton.chains):
             colour = SEGMENT_COLOURS[k % len(SEGMENT_COLOURS)] if k >= 0 else _CHAIN_COLOURS[c % len(_CHAIN_COLOURS)]
@@ -92,7 +95,7 @@ def render_motion(joints: np.ndarray, dataset: str, out: Path, title: str, fps: 
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":
         frames = np.linspace(0, len(joints) - 1, min(8, len(joints))).round().astype(int)
-        figure = plt.figure(figsize=(2.4 * len(frames), 3.4))
+        figure = plt.figure(figsize=(2.6 * len(frames), 3.6))
         for i, frame in enumerate(frames):
             draw(figure.add_subplot(1, len(frames), i + 1, projection="3d"), int(frame))
         figure.suptitle(wrapped, fontsize=10)

@@ -1,0 +1,93 @@
+"""`show` and `stats`: look at a built dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+from datasets_build.outputs import read_build_record
+from datasets_build.release import SPECS, ReleaseError
+from datasets_build.viz import Segment, plot_stats, render_motion
+from processors.kinematics import features_to_joints
+
+
+def open_build(built: Path) -> tuple[datasets.DatasetDict, str]:
+    """The DatasetDict of a build and its dataset name (humanml3d or kitml)."""
+    if not (Path(built) / "dataset_dict.json").is_file():
+        raise ReleaseError(f"{built} is not a built dataset (no dataset_dict.json); build one first.")
+    ds = datasets.load_from_disk(str(built))
+    record = read_build_record(built) or {}
+    dataset = record.get("dataset")
+    if dataset not in SPECS:  # a build made elsewhere: tell by the feature width
+        width = next(iter(ds.values())).features["motion"].shape[1]
+        dataset = next((name for name, spec in SPECS.items() if spec.feature_dim == width), None)
+        if dataset is None:
+            raise ReleaseError(f"{built}: motions have {width} features; expected 263 (HumanML3D) or 251 (KIT-ML).")
+    return ds, dataset
+
+
+def find_row(ds: datasets.DatasetDict, built: Path, motion_id: str) -> tuple[str, dict]:
+    for split, table in ds.items():
+        ids = table.data.column("id").to_pylist()
+        if motion_id in ids:
+            arrays = [c for c in ("motion", "joints") if c in table.features]
+            return split, table.with_format("numpy", columns=arrays, output_all_columns=True)[ids.index(motion_id)]
+    rejected = Path(built) / "rejected.jsonl"
+    reasons = []
+    if rejected.is_file():
+        for line in rejected.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry["id"] == motion_id:
+                reasons.append(f"{entry['reason']}: {entry['detail']}")
+    where = f"; it was rejected ({'; '.join(reasons)})" if reasons else ""
+    raise ReleaseError(f"id {motion_id!r} is not in {built} (splits {', '.join(ds)}){where}.")
+
+
+def show(built: Path, motion_id: str, out: Path, annotation: int | None = None) -> str:
+    """Render one motion (or one annotation's frame range) to `out`; returns a one-line summary."""
+    ds, dataset = open_build(built)
+    split, row = find_row(ds, built, motion_id)
+    annotations = row["annotations"]
+    if annotation is not None and not 0 <= annotation < len(annotations):
+        raise ReleaseError(f"id {motion_id} has {len(annotations)} annotations; --annotation must be 0..{len(annotations) - 1}.")
+    joints = row.get("joints")
+    if joints is None:  # built with --no-joints: recover positions from the features
+        joints = features_to_joints(row["motion"], dataset)
+    start, end = 0, len(joints)
+    if annotation is not None:
+        chosen = annotations[annotation]
+        start, end = int(chosen["start_frame"]), int(chosen["end_frame"])
+        title = chosen["caption"]
+    else:
+        title = annotations[0]["caption"] if annotations else motion_id
+    segments = _segments(row, annotation, start)
+    render_motion(joints[start:end], dataset, out, f"{motion_id} ({split}): {title}", float(row["fps"]),
+                  segments, frame_offset=start)
+    lines = [f"wrote {out}: {motion_id} ({split}), frames {start}-{end} of {len(joints)}"]
+    lines += [f"  segment {s.start + start}-{s.end + start}: {s.label}" for s in segments]
+    return "\n".join(lines)
+
+
+def _segments(row: dict, annotation: int | None, start: int) -> list[Segment]:
+    """Segments to colour, relative to the drawn range: an annotation's `segments` (MATE's
+    segmentation step adds them: sub-texts with start/end frames), or none."""
+    if annotation is None:
+        return []
+    found = row["annotations"][annotation].get("segments") or []
+    return [Segment(int(s["start_frame"]) - start, int(s["end_frame"]) - start, s.get("text", "")) for s in found]
+
+
+def stats(built: Path, out: Path) -> str:
+    ds, dataset = open_build(built)
+    columns = {split: table.select_columns(["length", "annotations"]).to_dict() for split, table in ds.items()}
+    files = plot_stats(columns, SPECS[dataset].fps, f"{SPECS[dataset].title} ({Path(built).name})", out)
+    lines = [f"wrote {', '.join(str(f) for f in files)}"]
+    for split, c in columns.items():
+        lengths = np.asarray(c["length"]) / SPECS[dataset].fps
+        captions = sum(len(a) for a in c["annotations"])
+        lines.append(f"  {split:>5}: {len(lengths):,} motions, {captions:,} annotations"
+                     + (f", length {lengths.min():.1f}-{lengths.max():.1f} s (mean {lengths.mean():.1f})" if len(lengths) else ""))
+    return "\n".join(lines)
