@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
 from datasets_build.outputs import summary
 from datasets_build.recipes import RECIPES
-from datasets_build.release import SPLITS, ReleaseError
+from datasets_build.release import SPECS, SPLITS, ReleaseError
 from datasets_build.runner import BuildConfig, ProcessorError, StrictStop, build
-from datasets_build.synthetic import ensure_sample_release
+from datasets_build.sample import ensure_sample_release, write_sample_release
 from processors.base import MissingDependency
 
 DESCRIPTION = """\
@@ -39,7 +40,7 @@ def _positive_int(text: str) -> int:
 def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, metavar="PATH",
                         help="release folder (new_joint_vecs/, texts/, train.txt, ...), or 'sample' "
-                             "to generate and build a small synthetic release")
+                             "to generate (once, cached) and build the procedural sample release")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="output folder: a DatasetDict (train/val/test) plus README.md, "
                              "rejected.jsonl, release_stats/ and build.json")
@@ -70,6 +71,18 @@ def make_parser() -> argparse.ArgumentParser:
     for recipe in RECIPES.values():
         sub = commands.add_parser(recipe.name, help=f"recipe: {recipe.help}", description=recipe.help)
         _add_build_options(sub)
+    sample = commands.add_parser(
+        "sample", help="write a small synthetic release (procedural skeleton motions) in the official layout",
+        description="Write a release of procedurally animated skeletons (walk, turn, jump, wave, kick, sit, "
+                    "crouch, and sequences of them) with captions that describe them in time order, sub-clip "
+                    "lines, mirrors, splits, Mean/Std and segments.jsonl (the true action boundaries). "
+                    "Deterministic for a seed. Build it like a real release: <recipe> --source DIR.")
+    sample.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write the release to")
+    sample.add_argument("--dataset", choices=sorted(SPECS), default="humanml3d", help="layout (default: %(default)s)")
+    sample.add_argument("--motions", type=_positive_int, default=64, metavar="N",
+                        help="base motions; mirrors double them (default: %(default)s)")
+    sample.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    sample.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     show = commands.add_parser("show", help="render one motion of a build as a skeleton animation or filmstrip",
                                description="Render a motion of a built dataset: .gif or .mp4 animation, or a "
                                            ".png filmstrip of key poses, with the ground, the root trajectory "
@@ -93,7 +106,7 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
     source_note = ""
     if args.source == "sample":
         source = ensure_sample_release(recipe.dataset, args.sample_motions, args.seed)
-        source_note = f"(synthetic sample release: {args.sample_motions} base motions, seed {args.seed})"
+        source_note = f"(procedural sample release: {args.sample_motions} base motions, seed {args.seed})"
         print(f"Using the synthetic sample release in {source}", file=sys.stderr)
     else:
         source = Path(args.source)
@@ -110,10 +123,23 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def write_sample(args: argparse.Namespace) -> int:
+    if args.out.exists() and any(args.out.iterdir()):
+        if not args.overwrite:
+            raise ReleaseError(f"--out {args.out} is not empty; pass --overwrite to replace it.")
+        shutil.rmtree(args.out)
+    write_sample_release(args.out, args.dataset, args.motions, args.seed)
+    print(f"wrote a {SPECS[args.dataset].title} sample release of {2 * args.motions} motions to {args.out}; "
+          f"build it with: python -m datasets_build {args.dataset} --source {args.out} --out BUILT_DIR")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = make_parser().parse_args(argv)
     try:
+        if args.command == "sample":
+            return write_sample(args)
         if args.command == "show":
             from datasets_build.browse import show
 

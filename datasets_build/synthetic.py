@@ -1,22 +1,19 @@
 """Write small (or full-scale) synthetic releases in the official layout, deterministic for a seed.
 
-Used by the tests, the benchmarks and `--source sample`. The motions are smooth random feature
-sequences, not physically plausible skeletons; the captions are well-formed `word/POS` lines with
-sub-clips and left/right-swapped mirrors, so every part of the reader is exercised.
+Used by the tests and the benchmarks: fast at any scale. The motions are smooth random feature
+sequences, not skeletons (see `sample.py` for those); the captions are well-formed `word/POS` lines
+with sub-clips and left/right-swapped mirrors, so every part of the reader is exercised.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from datasets_build.release import SPECS
-
-SAMPLE_VERSION = "1"  # bump when the generator's output changes
 
 # (word, lemma, POS); tokens carry the lemma for NOUN/VERB except "left", like HumanML3D's.
 _SUBJECTS = [[("a", "a", "DET"), ("person", "person", "NOUN")],
@@ -40,6 +37,11 @@ _ACTIONS = [
 _THEN = [("and", "and", "CCONJ"), ("then", "then", "ADV")]
 _MIRROR_WORDS = {"left": "right", "right": "left", "clockwise": "counterclockwise",
                  "counterclockwise": "clockwise"}
+
+
+def split_of(index: int) -> str:
+    """Split of the index-th base motion: 16 of every 20 train, 1 val, 3 test (mirrors follow)."""
+    return "train" if index % 20 < 16 else ("val" if index % 20 == 16 else "test")
 
 
 def _caption(rng: np.random.Generator) -> list[tuple[str, str, str]]:
@@ -87,7 +89,7 @@ def write_synthetic_release(root: str | os.PathLike, dataset: str = "humanml3d",
     index_rows = []
     for i, length in enumerate(lengths):
         base = f"{i:0{width}d}"
-        split = "train" if i % 20 < 16 else ("val" if i % 20 == 16 else "test")
+        split = split_of(i)
         lines = []
         for _ in range(rng.integers(captions[0], captions[1] + 1)):
             start = end = 0.0
@@ -117,34 +119,21 @@ def write_synthetic_release(root: str | os.PathLike, dataset: str = "humanml3d",
 
     mean = total / frames
     std = np.sqrt(np.maximum(total_sq / frames - mean**2, 1e-12))
-    np.save(root / "Mean.npy", mean.astype(np.float32))
-    np.save(root / "Std.npy", std.astype(np.float32))
+    write_release_files(root, splits, mean, std, index_rows if spec.has_index_csv else None)
+    return root
+
+
+def write_release_files(root: Path, splits: dict[str, list[str]], mean: np.ndarray, std: np.ndarray,
+                        index_rows: list[list] | None) -> None:
+    """The files beside the per-motion folders: splits (and their unions), Mean/Std, index.csv."""
+    np.save(root / "Mean.npy", np.asarray(mean, dtype=np.float32))
+    np.save(root / "Std.npy", np.asarray(std, dtype=np.float32))
     for split, ids in splits.items():
         (root / f"{split}.txt").write_text("".join(f"{x}\n" for x in ids))
     (root / "train_val.txt").write_text("".join(f"{x}\n" for x in splits["train"] + splits["val"]))
     (root / "all.txt").write_text("".join(f"{x}\n" for ids in splits.values() for x in ids))
-    if spec.has_index_csv:
+    if index_rows is not None:
         with open(root / "index.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["source_path", "start_frame", "end_frame", "new_name"])
             writer.writerows(index_rows)
-    return root
-
-
-def sample_release_dir(dataset: str, num_motions: int, seed: int) -> Path:
-    """Where `--source sample` keeps its generated release (reused while it is complete)."""
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "datasets_build"
-    cache = Path(os.environ.get("DATASETS_BUILD_CACHE") or default)
-    return cache / "sample" / f"{dataset}-v{SAMPLE_VERSION}-n{num_motions}-seed{seed}"
-
-
-def ensure_sample_release(dataset: str, num_motions: int = 64, seed: int = 0) -> Path:
-    root = sample_release_dir(dataset, num_motions, seed)
-    marker = root / ".complete"
-    if not marker.exists():
-        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-        write_synthetic_release(tmp, dataset, num_motions, seed)
-        (tmp / ".complete").write_text("")
-        shutil.rmtree(root, ignore_errors=True)
-        os.replace(tmp, root)
-    return root

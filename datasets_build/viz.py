@@ -17,7 +17,11 @@ from processors.base import MissingDependency
 from processors.kinematics import get_skeleton
 
 SEGMENT_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-_CHAIN_COLOURS = ["#333333", "#5a7d9a", "#a0522d", "#666666", "#6b8e23", "#8b6d9c"]  # none is a segment's
+# By body side (no segment uses these): the person's left limbs steel blue, right limbs grey.
+_SIDE_COLOURS = {"left": "#4a6d8c", "right": "#777777", "centre": "#a0522d"}
+
+
+_SIDE_NOTE = "left limbs: solid, thick (blue unless a segment colours them); right limbs: dashed"
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,8 @@ def render_motion(joints: np.ndarray, dataset: str, out: Path, title: str, fps: 
     if suffix not in (".gif", ".mp4", ".png"):
         raise ValueError(f"--out {out}: use a .gif, .mp4 or .png file name")
     owner = segment_of_frames(len(joints), segments)
+    sides = ["left" if chain[-1] in skeleton.left_joints else "right" if chain[-1] in skeleton.right_joints
+             else "centre" for chain in skeleton.chains]
     floor = float(joints[..., 1].min())
     # The view follows the root with a fixed size, so the body stays large on long walks.
     radius = max(float(joints[..., 1].max()) - floor, 1e-3) * 0.6
@@ -84,9 +90,10 @@ def render_motion(joints: np.ndarray, dataset: str, out: Path, title: str, fps: 
         ax.plot(trail[near, 0], trail[near, 2], np.full(int(near.sum()), floor), color="#888888", linewidth=1)
         k = owner[frame]
         for c, chain in enumerate(skeleton.chains):
-            colour = SEGMENT_COLOURS[k % len(SEGMENT_COLOURS)] if k >= 0 else _CHAIN_COLOURS[c % len(_CHAIN_COLOURS)]
+            colour = SEGMENT_COLOURS[k % len(SEGMENT_COLOURS)] if k >= 0 else _SIDE_COLOURS[sides[c]]
             points = joints[frame, list(chain)]
-            ax.plot(points[:, 0], points[:, 2], points[:, 1], color=colour, linewidth=2.5 if c < 3 else 2)
+            ax.plot(points[:, 0], points[:, 2], points[:, 1], color=colour,
+                    linewidth=3 if sides[c] == "left" else 2, linestyle="-" if sides[c] != "right" else (0, (4, 1)))
         label = f"frame {frame + frame_offset} ({(frame + frame_offset) / fps:.2f} s)"
         if k >= 0:
             label += f"\n{textwrap.shorten(segments[k].label, 60)}"
@@ -99,6 +106,7 @@ def render_motion(joints: np.ndarray, dataset: str, out: Path, title: str, fps: 
         for i, frame in enumerate(frames):
             draw(figure.add_subplot(1, len(frames), i + 1, projection="3d"), int(frame))
         figure.suptitle(wrapped, fontsize=10)
+        figure.text(0.01, 0.01, _SIDE_NOTE, fontsize=8, color="#555555")
         figure.tight_layout()
         figure.savefig(out, dpi=100)
         plt.close(figure)
@@ -109,6 +117,7 @@ def render_motion(joints: np.ndarray, dataset: str, out: Path, title: str, fps: 
     figure = plt.figure(figsize=(5, 5.4))
     ax = figure.add_subplot(projection="3d")
     figure.suptitle(wrapped, fontsize=9)
+    figure.text(0.01, 0.01, _SIDE_NOTE, fontsize=7, color="#555555")
     movie = animation.FuncAnimation(figure, lambda f: draw(ax, f), frames=len(joints), interval=1000 / fps)
     if suffix == ".mp4":
         if not animation.FFMpegWriter.isAvailable():
