@@ -13,7 +13,7 @@ the mean root height at 560 and the hip-knee-ankle length at 449, vs 0.82 m for 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -27,7 +27,7 @@ ACTIONS = ("walk forward", "walk backward", "turn left", "turn right", "jump", "
            "wave right hand", "kick left", "kick right", "sit down", "crouch")
 MIRROR_ACTION = {a: a.replace("left", "_").replace("right", "left").replace("_", "right") for a in ACTIONS}
 # Seconds per action; 3 actions stay under 10 s (HumanML3D keeps T < 200 frames at 20 fps).
-_DURATION = {a: (2.0, 3.0) for a in ACTIONS} | {"walk forward": (2.2, 3.2), "walk backward": (2.2, 3.2)}
+_DURATION = {a: (2.0, 3.0) for a in ACTIONS} | {"walk forward": (2.4, 3.4), "walk backward": (2.4, 3.4)}
 _G = 9.81  # m/s^2: a jump's airborne time follows from its height
 
 
@@ -144,12 +144,9 @@ def forward_kinematics(local_rot: np.ndarray, root_pos: np.ndarray, dataset: str
 
 
 def _place_root(rel: np.ndarray, lift: np.ndarray, rig: _Rig) -> np.ndarray:
-    """Root trajectory that keeps the supporting ankle fixed on the floor.
-
-    Height: the lower ankle stands on the floor.  Horizontal: over each frame step the root moves
-    by minus the support's motion relative to the root; the support of a step is the ankle that
-    is lower at both of its ends (the higher of its two heights is the lower one), so a lifting
-    foot leaves from rest and a landing one is pinned from its first frame down."""
+    """Root trajectory keeping the support ankle planted: the lower ankle stands on the floor, and
+    over each frame step the root moves by minus the motion (relative to the root) of the ankle
+    that is low at both ends of the step, so feet lift off from rest and are pinned on landing."""
     y = rel[:, list(rig.ankle), 1]
     above = y - y.min(1, keepdims=True)  # height over the floor (the lower ankle stands on it)
     high = np.maximum(above[:-1], above[1:])
@@ -214,27 +211,29 @@ def _fold(rig: _Rig, knee: np.ndarray) -> np.ndarray:
 
 def _walk(rig: _Rig, n: int, rng: np.random.Generator, backward: bool) -> _Clip:
     c = _Clip(rig, n)
-    steps = max(3, round(n / (rng.uniform(0.5, 0.6) * rig.fps)))
     amp, knee = rng.uniform(12, 16) if backward else rng.uniform(17, 22), rng.uniform(45, 60)
-    u = np.arange(n + 1) / n
-    # Start and end at left mid-stance / right mid-swing with both legs vertical, ramping within
-    # the first / last half step: the swing knee lifts the foot straight up, then the stride grows
-    # (the stance leg only ever sweeps backward, so the root only advances); the end mirrors it.
-    x = 2 * steps * np.minimum(u, 1 - u)
-    lift, env = _smooth(x), _smooth(2 * x - 1)
-    phase = (steps * u / 2 + np.array([[0.25], [0.75]])) % 1.0  # left, right; stance in [0, 0.5)
-    stance, sw = phase < 0.5, np.clip(2 * phase - 1, 0, 1)  # swing progress 0..1
+    u, dur = np.arange(n + 1) / n, n / rig.fps
+    d, r = 0.25 / dur, 0.3 / dur  # knee lift-off time, gait speed-up / slow-down time
+    steps = max(3, round((dur - 2 * 0.25 - 0.3) / rng.uniform(0.5, 0.6)))
+    # Start and end at left mid-stance / right mid-swing: both hip-ankle lines are vertical there,
+    # so only the swing knee has to come up (foot lifted straight) before the gait phase speeds up;
+    # a time warp (zero speed at both ends) keeps every stride full, feet landing at rest.
+    speed = _smooth((u - d) / r) * _smooth((1 - u - d) / r)
+    warp = np.concatenate([[0.0], np.cumsum(speed[1:] + speed[:-1])])
+    phase = (0.25 + steps / 2 * warp / warp[-1] + np.array([[0.0], [0.5]])) % 1.0  # left, right
+    stance, sw = phase < 0.5, np.clip(2 * phase - 1, 0, 1)  # stance in [0, 0.5); swing progress
     # Angle of the hip-ankle line: the stance leg (straight) sweeps linearly, i.e. the planted foot
     # drives the root at constant speed; the swing leg leaves and lands with that same angular
     # velocity (the foot lifts off and touches down at rest: no skating), overshooting a little.
     # The swing leg only shortens by its knee bend, so its ankle is always above the support's.
     swing = -np.cos(np.pi * sw) - np.sin(2 * np.pi * sw) / np.pi
-    line = env * amp * np.where(stance, 1 - 4 * phase, swing)
-    kn = lift * knee * np.where(stance, 0.0, np.sin(np.pi * sw) ** 2)
+    line = amp * np.where(stance, 1 - 4 * phase, swing)
+    up = _smooth(u / d) * _smooth((1 - u) / d)
+    kn = knee * up * np.where(stance, 0.0, np.sin(np.pi * sw) ** 2)
     for side in (0, 1):
         c.leg(side, line[side] + _fold(rig, kn[side]), kn[side])
-        c.arm(side, flex=-0.7 * line[side], elbow=12 * env)  # arms swing against the same-side leg
-    c.lean(3 * env)
+        c.arm(side, flex=-0.7 * line[side], elbow=12 * up)  # arms swing against the same-side leg
+    c.lean(3 * up)
     if backward:  # the same gait played backward: planted feet, root moving -Z
         c.ang = c.ang[::-1].copy()
     return c
@@ -328,31 +327,21 @@ def _crouch(rig: _Rig, n: int, rng: np.random.Generator) -> _Clip:
 
 
 _BUILDERS: dict[str, Callable[[_Rig, int, np.random.Generator], _Clip]] = {
-    "walk forward": lambda r, n, g: _walk(r, n, g, False),
-    "walk backward": lambda r, n, g: _walk(r, n, g, True),
-    "turn left": lambda r, n, g: _turn(r, n, g, 0),
-    "turn right": lambda r, n, g: _turn(r, n, g, 1),
-    "jump": _jump,
-    "wave left hand": lambda r, n, g: _wave(r, n, g, 0),
-    "wave right hand": lambda r, n, g: _wave(r, n, g, 1),
-    "kick left": lambda r, n, g: _kick(r, n, g, 0),
-    "kick right": lambda r, n, g: _kick(r, n, g, 1),
-    "sit down": _sit,
-    "crouch": _crouch,
-}
+    "walk forward": partial(_walk, backward=False), "walk backward": partial(_walk, backward=True),
+    "jump": _jump, "sit down": _sit, "crouch": _crouch}
+for _side, _name in enumerate(("left", "right")):
+    _BUILDERS |= {f"turn {_name}": partial(_turn, side=_side), f"wave {_name} hand": partial(_wave, side=_side),
+                  f"kick {_name}": partial(_kick, side=_side)}
 
 
 def generate_motion(actions: Sequence[str], rng: np.random.Generator,
                     dataset: str = "humanml3d") -> tuple[np.ndarray, list[Segment]]:
     """Raw joints [T+1, J, 3] float32 (features will have T frames) and the action segments,
     which cover the feature frames [0, T) exactly.  "sit down" ends seated, so it must be last."""
-    if not actions:
-        raise ValueError("need at least one action")
-    for i, a in enumerate(actions):
-        if a not in _BUILDERS:
-            raise ValueError(f"unknown action {a!r}; expected one of {ACTIONS}")
-        if a == "sit down" and i != len(actions) - 1:
-            raise ValueError("'sit down' ends seated: it can only be the last action")
+    if not actions or any(a not in _BUILDERS for a in actions):
+        raise ValueError(f"expected one or more of {ACTIONS}, got {list(actions)}")
+    if "sit down" in actions[:-1]:
+        raise ValueError("'sit down' ends seated: it can only be the last action")
     rig = _rig(dataset)
     clips, segments, start = [], [], 0
     for a in actions:
@@ -363,11 +352,8 @@ def generate_motion(actions: Sequence[str], rng: np.random.Generator,
     # Clips share their boundary pose: keep each one's first n frames, plus the very last frame.
     ang = np.concatenate([c.ang[:-1] for c in clips] + [clips[-1].ang[-1:]])
     lift = np.concatenate([c.lift[:-1] for c in clips] + [clips[-1].lift[-1:]])
-    heading, offset = [], 0.0
-    for c in clips:
-        heading.append(c.yaw[:-1] + offset)
-        offset += c.yaw[-1]
-    ang[:, 0, 1] += np.concatenate(heading + [[offset]])
+    turned = np.cumsum([0.0] + [c.yaw[-1] for c in clips])  # heading reached after each clip
+    ang[:, 0, 1] += np.concatenate([c.yaw[:-1] + o for c, o in zip(clips, turned)] + [turned[-1:]])
     rel = forward_kinematics(_euler(ang), np.zeros((len(ang), 3)), rig)
     joints = rel + _place_root(rel, lift, rig)[:, None, :]
     return joints.astype(np.float32), segments
@@ -398,9 +384,11 @@ _PHRASES = {
                  "pivots/pivot/VERB to/ADP the/DET {s}/NOUN"],
     "jump": ["jumps/jump/VERB", "jumps/jump/VERB up/ADP", "jumps/jump/VERB in/ADP place/NOUN",
              "jumps/jump/VERB into/ADP the/DET air/NOUN"],
-    "wave {s} hand": ["waves/wave/VERB with/ADP the/DET {s}/ADJ hand/NOUN", "waves/wave/VERB the/DET {s}/ADJ hand/NOUN",
+    "wave {s} hand": ["waves/wave/VERB with/ADP the/DET {s}/ADJ hand/NOUN",
+                      "waves/wave/VERB the/DET {s}/ADJ hand/NOUN",
                       "lifts/lift/VERB the/DET {s}/ADJ arm/NOUN to/PART wave/VERB"],
-    "kick {s}": ["kicks/kick/VERB with/ADP the/DET {s}/ADJ leg/NOUN", "kicks/kick/VERB with/ADP the/DET {s}/ADJ foot/NOUN",
+    "kick {s}": ["kicks/kick/VERB with/ADP the/DET {s}/ADJ leg/NOUN",
+                 "kicks/kick/VERB with/ADP the/DET {s}/ADJ foot/NOUN",
                  "kicks/kick/VERB out/ADP with/ADP the/DET {s}/ADJ leg/NOUN",
                  "does/do/VERB a/DET kick/NOUN with/ADP the/DET {s}/ADJ leg/NOUN"],
     "sit down": ["sits/sit/VERB down/ADP", "sits/sit/VERB down/ADP slowly/ADV", "takes/take/VERB a/DET seat/NOUN"],

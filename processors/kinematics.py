@@ -173,7 +173,17 @@ def _qbetween(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Shortest-arc quaternion taking direction u to v: closed form, no trig."""
     w = np.sqrt((u * u).sum(-1) * (v * v).sum(-1)) + (u * v).sum(-1)
     q = np.concatenate([w[..., None], np.cross(u, v)], axis=-1)
-    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+    norm = np.linalg.norm(q, axis=-1, keepdims=True)
+    opposite = norm[..., 0] <= 1e-12 * (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1) + 1e-30)
+    if np.any(opposite):  # u and -v: half a turn about any axis perpendicular to u (else 0/0 = NaN)
+        u_opp = np.broadcast_to(u, q.shape[:-1] + (3,))[opposite]
+        axis = np.cross(u_opp, [1.0, 0.0, 0.0])
+        along_x = np.linalg.norm(axis, axis=-1) < 1e-6 * np.linalg.norm(u_opp, axis=-1)
+        axis[along_x] = np.cross(u_opp[along_x], [0.0, 0.0, 1.0])
+        q = q.copy()
+        q[opposite] = np.concatenate([np.zeros((len(axis), 1)), axis], axis=-1)
+        norm = np.linalg.norm(q, axis=-1, keepdims=True)
+    return q / norm
 
 
 def _quat_to_cont6d(q: np.ndarray) -> np.ndarray:

@@ -282,3 +282,15 @@ def test_kit_self_consistency() -> None:
     np.testing.assert_allclose(d_rec, d_in, atol=1e-5)
     again = joints_to_features(rec, "kitml")
     assert np.abs(again - feats).max() < 1e-4
+
+
+def test_rotation_between_opposite_directions_is_a_half_turn_not_nan():
+    from processors.kinematics import _qbetween, _qrot
+
+    u = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.3, -0.4, 0.5], [1.0, 0.0, 0.0]])
+    v = np.array([[-3.0, 0.0, 0.0], [0.0, -1.0, 0.0], [-0.3, 0.4, -0.5], [0.0, 1.0, 0.0]])
+    q = _qbetween(u, v)
+    assert np.all(np.isfinite(q))
+    rotated = _qrot(q, u)
+    unit = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)  # noqa: E731
+    np.testing.assert_allclose(unit(rotated), unit(v), atol=1e-9)

@@ -79,15 +79,15 @@ def test_features_round_trip(dataset):
 
 # ----------------------------------------------------------------------------- walking
 @pytest.mark.parametrize("dataset", DATASETS)
-@pytest.mark.parametrize("action,sign", [("walk forward", 1), ("walk backward", -1)])
-def test_walk_advances_with_alternating_planted_feet(dataset, action, sign):
+@pytest.mark.parametrize("action,sign,dist", [("walk forward", 1, 1.2), ("walk backward", -1, 0.8)])
+def test_walk_advances_with_alternating_planted_feet(dataset, action, sign, dist):
     skel, unit = get_skeleton(dataset), UNIT[dataset]
     feet = list(skel.feet_left + skel.feet_right)
     for seed in range(6):
         joints, _ = gen([action], seed, dataset)
         feats = joints_to_features(joints, dataset)
         root = features_to_joints(feats, dataset)[:, 0]
-        assert sign * root[-1, 2] > 1.0 * unit and abs(root[-1, 0]) < 1e-3 * unit  # >= 1 m along +-Z
+        assert sign * root[-1, 2] > dist * unit and abs(root[-1, 0]) < 1e-3 * unit  # meters along +-Z
         assert np.all(sign * np.diff(root[:, 2]) > -1e-6 * unit)  # never moves the wrong way
         contact = feats[:, -4:] > 0.5  # [l_ankle, l_toe, r_ankle, r_toe] (KIT: two foot joints)
         left, right = contact[:, :2].any(1), contact[:, 2:].any(1)
@@ -112,8 +112,8 @@ def test_real_data_convention(realdata):
     shoulder) are on +X: so turning toward one's left means turning toward +X (positive yaw)."""
     joints = np.load(realdata / "new_joints" / "012314.npy")
     assert abs(facing_yaw(joints[:1], "humanml3d")[0]) < 5
-    skel = get_skeleton("humanml3d")
-    assert np.all(joints[0, list(skel.left_joints[:2]), 0] > joints[0, list(skel.right_joints[:2]), 0])
+    r_hip, l_hip, r_sdr, l_sdr = get_skeleton("humanml3d").face_joints
+    assert joints[0, l_hip, 0] > joints[0, r_hip, 0] + 0.05 and joints[0, l_sdr, 0] > joints[0, r_sdr, 0] + 0.2
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
@@ -134,7 +134,7 @@ def test_turns(dataset):
         # Mirroring x turns a left turn into a right one (and matches the generated right turn).
         mirrored = mirror_joints(left, dataset)
         assert -105 < facing_yaw(mirrored, dataset)[-1] < -75
-        assert np.abs(mirrored - right).max() < 0.02 * unit
+        assert np.abs(mirrored - right).max() < 1e-4 * unit  # same draws, symmetric rig: exact
 
 
 # ----------------------------------------------------------------------------- other actions
@@ -206,7 +206,7 @@ def test_action_rules():
         joints, segs = gen(["walk forward", "turn left", "jump", "crouch", "sit down"], seed)
         step = np.linalg.norm(np.diff(joints, axis=0), axis=-1)  # m per frame
         assert step.max() < 0.3  # 6 m/s: the fastest joint is a walking swing foot
-        assert all(step[s.start - 1:s.start + 1].max() < 0.01 for s in segs[1:])
+        assert all(step[s.start - 1:s.start + 1].max() < 0.03 for s in segs[1:])  # measured <= 0.022
 
 
 # ----------------------------------------------------------------------------- captions
