@@ -6,6 +6,7 @@ Pure functions over text: the reader decides what to do with the problems they r
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -22,6 +23,22 @@ class Annotation(NamedTuple):  # a NamedTuple: built ~90k times per release, che
     end_frame: int  # exclusive
     is_subclip: bool
     line: int  # 1-based line number in the caption file
+
+
+MIRROR_WORDS = {"left": "right", "right": "left", "clockwise": "counterclockwise",
+                "counterclockwise": "clockwise"}
+_MIRROR_PATTERN = re.compile(r"\b(" + "|".join(MIRROR_WORDS) + r")\b")
+
+
+def mirror_text(text: str) -> str:
+    """Swap left/right (and clockwise/counterclockwise) words, as the release's `M` captions do."""
+    return _MIRROR_PATTERN.sub(lambda match: MIRROR_WORDS[match[0]], text)
+
+
+def mirror_caption_line(line: str) -> str:
+    """A caption line of the mirrored motion: caption and `word/POS` tokens swapped, times kept."""
+    caption, tokens, start, end = line.split("#")
+    return "#".join([mirror_text(caption), mirror_text(tokens), start, end])
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets_build.captions import mirror_caption_line
 from datasets_build.procedural import (
     MIRROR_ACTION, Segment, caption_text, caption_tokens, describe, describe_segment, generate_motion,
     random_actions,
@@ -26,10 +27,6 @@ from datasets_build.synthetic import split_of, write_release_files
 from processors.kinematics import features_to_joints, get_skeleton, joints_to_features, mirror_joints
 
 SAMPLE_VERSION = "2"  # bump when the generated release changes
-_MIRROR_WORDS = {"left": "right", "right": "left", "clockwise": "counterclockwise",
-                 "counterclockwise": "clockwise"}
-
-
 def seconds_for(frame: int, fps: float) -> str:
     """The shortest decimal number of seconds that a reader turns back into `frame`
     (`int(seconds * fps) == frame`, as the reference loaders compute it)."""
@@ -38,16 +35,6 @@ def seconds_for(frame: int, fps: float) -> str:
             if int(float(text) * fps) == frame:
                 return text
     raise ValueError(f"no decimal seconds for frame {frame} at {fps} fps")
-
-
-def _mirror_line(line: str) -> str:
-    caption, tokens, start, end = line.split("#")
-
-    def swap(text: str, sep: str) -> str:
-        return sep.join(_MIRROR_WORDS.get(w, w) for w in text.split(sep))
-
-    swapped = " ".join(f"{_MIRROR_WORDS.get(w, w)}/{p}" for w, _, p in (t.rpartition("/") for t in tokens.split()))
-    return f"{swap(caption.replace(',', ' ,'), ' ').replace(' ,', ',')}#{swapped}#{start}#{end}"
 
 
 def _caption_lines(segments: list[Segment], rng: np.random.Generator, fps: float, subclips: bool) -> list[str]:
@@ -92,7 +79,7 @@ def write_sample_release(root: str | os.PathLike, dataset: str = "humanml3d", nu
             features = joints_to_features(mirror_joints(raw, dataset) if mirrored else raw, dataset)
             np.save(root / "new_joint_vecs" / f"{motion_id}.npy", features)
             np.save(root / "new_joints" / f"{motion_id}.npy", features_to_joints(features, dataset).astype(np.float32))
-            text = [_mirror_line(line) for line in lines] if mirrored else lines
+            text = [mirror_caption_line(line) for line in lines] if mirrored else lines
             (root / "texts" / f"{motion_id}.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
             splits[split_of(i)].append(motion_id)
             all_features.append(features)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets_build.captions import mirror_caption_line
 from datasets_build.release import SPECS
 
 # (word, lemma, POS); tokens carry the lemma for NOUN/VERB except "left", like HumanML3D's.
@@ -35,8 +36,6 @@ _ACTIONS = [
     [("spins", "spin", "VERB"), ("clockwise", "clockwise", "ADV")],
 ]
 _THEN = [("and", "and", "CCONJ"), ("then", "then", "ADV")]
-_MIRROR_WORDS = {"left": "right", "right": "left", "clockwise": "counterclockwise",
-                 "counterclockwise": "clockwise"}
 
 
 def split_of(index: int) -> str:
@@ -52,12 +51,10 @@ def _caption(rng: np.random.Generator) -> list[tuple[str, str, str]]:
 
 
 def _line(words: list[tuple[str, str, str]], start: float, end: float, mirror: bool) -> str:
-    def swap(w: str) -> str:
-        return _MIRROR_WORDS.get(w, w) if mirror else w
-
-    caption = " ".join(swap(w) for w, _, _ in words)
-    tokens = " ".join(f"{swap(lemma)}/{pos}" for _, lemma, pos in words)
-    return f"{caption}#{tokens}#{start}#{end}"
+    caption = " ".join(w for w, _, _ in words)
+    tokens = " ".join(f"{lemma}/{pos}" for _, lemma, pos in words)
+    line = f"{caption}#{tokens}#{start}#{end}"
+    return mirror_caption_line(line) if mirror else line
 
 
 def sample_lengths(rng: np.random.Generator, count: int, low: int = 40, high: int = 199) -> np.ndarray:

@@ -70,3 +70,12 @@ def test_non_utf8_names_the_line():
     assert isinstance(problem, CaptionProblem)
     assert (problem.line, problem.reason) == (2, "caption_encoding")
     assert decode_caption_bytes("caf\u00e9".encode()) == "caf\u00e9"
+
+
+def test_mirrored_lines_swap_sides_but_not_inside_words():
+    from datasets_build.captions import mirror_caption_line, mirror_text
+
+    assert mirror_text("turns left, then right and spins counterclockwise, leftover") == \
+        "turns right, then left and spins clockwise, leftover"
+    line = "he kicks left#he/PRON kick/VERB left/ADV#1.0#2.5"
+    assert mirror_caption_line(line) == "he kicks right#he/PRON kick/VERB right/ADV#1.0#2.5"
