@@ -46,6 +46,8 @@ def render(config: "BuildConfig", release: Release, features: datasets.Features,
         f"- `{p.name}` version {p.version}: outputs {', '.join(f'`{c}`' for c in p.outputs)}"
         for p in config.processors
     ) or "- none: the release as read and validated"
+    processors += "".join(
+        f"\n- dataset step `{s.name}` version {s.version}: writes `{s.name}/` next to the splits" for s in config.steps)
     rejected_lines = "\n".join(f"- {reason}: {count:,}" for reason, count in rejected.items()) or "- none"
     stats = (
         "The release's `Mean.npy` / `Std.npy` are saved in `release_stats/` (one row, columns `mean` "
@@ -89,7 +91,8 @@ filter is applied: filters belong to the training loader.
 - recipe: `{config.recipe}`; dataset: {spec.title} at {spec.fps:g} fps, {spec.feature_dim}-d features
 - source: `{config.source}` {config.source_note}
 - command: `{config.command or "(API call)"}`
-- datasets {datasets.__version__}; processors:
+- datasets {datasets.__version__}; processors and dataset steps:
+
 {processors}
 
 ## Rejected

@@ -61,7 +61,9 @@ def publish(config: "BuildConfig", release: Release, features: datasets.Features
     out = Path(config.out)
     previous = read_build_record(out) or {}
     (out / BUILD_RECORD).unlink(missing_ok=True)  # from here until the new record, no build is complete
-    for name in set(previous.get("splits", [])) | set(config.splits) | {RELEASE_STATS}:
+    previous_steps = {step["name"] for step in previous.get("steps", [])}
+    for name in set(previous.get("splits", [])) | set(config.splits) | {RELEASE_STATS} | previous_steps | {
+            step.name for step in config.steps}:
         shutil.rmtree(out / name, ignore_errors=True)
     for split in config.splits:
         os.replace(partial / split, out / split)
@@ -104,6 +106,7 @@ def write_build_record(out: Path, config: "BuildConfig", fingerprint: str, resul
         "counts": result.counts,
         "rejected": rejected_by_reason(result.rejections),
         "processors": [processor_record(p) for p in config.processors],
+        "steps": [processor_record(s) for s in config.steps],
         "counters": result.counters,
         "seconds": round(result.seconds, 3),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

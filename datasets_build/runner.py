@@ -18,6 +18,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import datasets
 from datasets import Features
 from tqdm.auto import tqdm
 
@@ -28,7 +29,7 @@ from datasets_build.release import (
     SPECS, SPLITS, MotionRecord, Release, ReleaseError, Rejection, check_id, open_release, read_motion,
 )
 from datasets_build.schema import base_features
-from processors.base import Batch, Processor, stable_hash
+from processors.base import Batch, DatasetStep, Processor, stable_hash
 
 BUILD_FORMAT = "1"  # bump when the reader or the layout of a built dataset changes
 
@@ -46,6 +47,7 @@ class BuildConfig:
     source: Path
     out: Path
     processors: tuple[Processor, ...] = ()
+    steps: tuple[DatasetStep, ...] = ()  # run over the written splits, in order
     splits: tuple[str, ...] = SPLITS
     limit: int | None = None
     num_proc: int | None = None  # None: 1 for small builds, else up to 4 by CPU count
@@ -100,8 +102,8 @@ def build(config: BuildConfig) -> BuildResult:
     started = time.perf_counter()
     spec = SPECS[config.dataset]
     release = open_release(config.source, spec, config.splits, config.with_joints)
-    for processor in config.processors:
-        processor.check_dependencies()
+    for step in config.processors + config.steps:
+        step.check_dependencies()
     features = _features(release, config.processors)
     plan, rejections = plan_splits(release, config.splits, config.limit)
     if config.strict and rejections:
@@ -110,6 +112,7 @@ def build(config: BuildConfig) -> BuildResult:
         "format": BUILD_FORMAT, "dataset": spec.name, "plan": plan, "with_joints": release.has_joints,
         "source": outputs.source_signature(release.root),
         "processors": [p.fingerprint() for p in config.processors],
+        "steps": [s.fingerprint() for s in config.steps],
     })
     out = Path(config.out)
     previous = outputs.read_build_record(out)
@@ -130,9 +133,23 @@ def build(config: BuildConfig) -> BuildResult:
                          f"{spec.title} {split} built by datasets_build ({config.recipe})")
     result = BuildResult(out, False, counts, rejections, 0.0, counters)
     outputs.publish(config, release, features, fingerprint, result, partial)
+    _run_steps(config, out)
+    result.counters.update({step.name: dict(step.counters) for step in config.steps})
     result.seconds = time.perf_counter() - started
     outputs.write_build_record(out, config, fingerprint, result)
     return result
+
+
+def _run_steps(config: BuildConfig, out: Path) -> None:
+    if not config.steps:
+        return
+    splits = datasets.load_from_disk(str(out))
+    for step in config.steps:
+        missing = [c for c in step.inputs if c not in next(iter(splits.values())).features]
+        if missing:
+            raise ProcessorError(f"step {step.name!r} reads columns {missing}, which the splits do not have")
+        step.counters.clear()
+        step.run(splits, out / step.name, out / ".cache" / step.name)
 
 
 def _write_shards(config: BuildConfig, context: _Context, plan: dict[str, list[str]],

@@ -1,5 +1,5 @@
 """Processors: small, pure, versioned transformations over batches of a built dataset."""
 
-from processors.base import Batch, MissingDependency, Processor, stable_hash
+from processors.base import Batch, DatasetStep, MissingDependency, Processor, Step, stable_hash
 
-__all__ = ["Batch", "MissingDependency", "Processor", "stable_hash"]
+__all__ = ["Batch", "DatasetStep", "MissingDependency", "Processor", "Step", "stable_hash"]

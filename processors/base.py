@@ -1,4 +1,5 @@
-"""What a processor is: a small, pure function over a batch with declared columns and a version.
+"""What a processor is: a small, pure function over a batch with declared columns and a version;
+and what a dataset step is: a versioned step over a whole built dataset (see `DatasetStep`).
 
 A processor subclasses `Processor` as a frozen dataclass. Its fields are its configuration and,
 with its name and version, make its fingerprint: change either and the runner recomputes it (and
@@ -23,10 +24,11 @@ import hashlib
 import importlib.util
 import json
 from collections import Counter
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from datasets import Features
+from datasets import DatasetDict, Features
 
 Batch = dict[str, list[Any]]
 
@@ -36,27 +38,17 @@ class MissingDependency(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Processor:
+class Step:
+    """What processors and dataset steps share: identity, configuration, counters, dependencies."""
+
     name: ClassVar[str]
     version: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]]
-    outputs: ClassVar[Features]
-    # Python modules this processor imports, and the extra of this project that installs them.
+    # Python modules this step imports, and the extra of this project that installs them.
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = ""
-    # Whether the runner keeps each row's outputs in a cache keyed by (fingerprint, inputs): worth
-    # it for slow or paid work (models, LLM calls), not for a cheap transformation.
-    cacheable: ClassVar[bool] = False
     # Counters for the run summary (datatrove style); not part of the configuration.
     counters: Counter = dataclasses.field(default_factory=Counter, compare=False, repr=False, kw_only=True)
-
-    def __call__(self, batch: Batch) -> Batch:
-        """Map a batch of input columns to a batch of output columns with as many rows.
-
-        Create models and clients lazily here (cached on first use), never in the constructor:
-        the runner may fork workers from the process that built the processor.
-        """
-        raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
@@ -69,9 +61,39 @@ class Processor:
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
         if missing:
             raise MissingDependency(
-                f"processor {self.name!r} needs {', '.join(missing)}: "
-                f"pip install -e '.[{self.extra or 'all'}]'"
+                f"{self.name!r} needs {', '.join(missing)}: pip install -e '.[{self.extra or 'all'}]'"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class Processor(Step):
+    """A row transformation: input columns of a batch in, as many rows of output columns out."""
+
+    outputs: ClassVar[Features]
+    # Whether the runner keeps each row's outputs in a cache keyed by (fingerprint, inputs): worth
+    # it for slow or paid work (models, LLM calls), not for a cheap transformation.
+    cacheable: ClassVar[bool] = False
+
+    def __call__(self, batch: Batch) -> Batch:
+        """Map a batch of input columns to a batch of output columns with as many rows.
+
+        Create models and clients lazily here (cached on first use), never in the constructor:
+        the runner may fork workers from the process that built the processor.
+        """
+        raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetStep(Step):
+    """A step over the whole built dataset (a vocabulary, retrieval neighbours, rareness).
+
+    It runs after the splits are written, reads their `inputs` columns, and writes what it makes
+    under `folder` (side datasets that `datasets.load_from_disk` opens, JSON, ...), keeping any
+    cache of its own under `cache`. Its fingerprint joins the build's, like a processor's.
+    """
+
+    def run(self, splits: DatasetDict, folder: Path, cache: Path) -> None:
+        raise NotImplementedError
 
 
 def stable_hash(value: Any) -> str:

@@ -10,7 +10,7 @@ from datasets import Features, List, Value
 
 from conftest import run_build
 from datasets_build.runner import ProcessorError
-from processors import MissingDependency, Processor, stable_hash
+from processors import DatasetStep, MissingDependency, Processor, stable_hash
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,3 +152,37 @@ class NeedsAbsentModule(Processor):
 def test_missing_optional_dependency_fails_at_once_with_the_install_command(release, tmp_path):
     with pytest.raises(MissingDependency, match=r"pip install -e '\.\[viz\]'"):
         _build(release(num_motions=2), tmp_path / "out", NeedsAbsentModule())
+
+
+@dataclasses.dataclass(frozen=True)
+class WordTotals(DatasetStep):
+    name: ClassVar[str] = "word_totals"
+    version: ClassVar[str] = "1"
+    inputs: ClassVar[tuple[str, ...]] = ("annotations",)
+    minimum: int = 1
+
+    def run(self, splits, folder, cache):
+        import collections
+        import json
+
+        counts = collections.Counter(t for anns in splits["train"]["annotations"] for a in anns for t in a["tokens"])
+        folder.mkdir(parents=True)
+        (folder / "totals.json").write_text(json.dumps({w: c for w, c in counts.items() if c >= self.minimum}))
+        self.counters["words"] += len(counts)
+
+
+def test_dataset_steps_run_after_the_splits_and_join_the_fingerprint(release, tmp_path):
+    import json
+
+    root = release(num_motions=8)
+    out = tmp_path / "out"
+    first = run_build(root, out, steps=(WordTotals(),))
+    totals = json.loads((out / "word_totals" / "totals.json").read_text())
+    train = datasets.load_from_disk(str(out))["train"]
+    assert sum(totals.values()) == sum(len(a["tokens"]) for anns in train["annotations"] for a in anns)
+    assert first.counters["word_totals"]["words"] == len(totals)
+    assert run_build(root, out, steps=(WordTotals(),)).skipped
+    assert not run_build(root, out, steps=(WordTotals(minimum=5),)).skipped
+    assert all(c >= 5 for c in json.loads((out / "word_totals" / "totals.json").read_text()).values())
+    run_build(root, out)  # the step left the recipe: its folder goes too
+    assert not (out / "word_totals").exists()
