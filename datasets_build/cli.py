@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
+from datasets_build.llm import LLMSetupError
+from datasets_build.llm_cli import batch_export, batch_import, dry_run, llm_session, redact_argv, with_base_url
 from datasets_build.outputs import summary
 from datasets_build.recipes import RECIPES
 from datasets_build.release import SPECS, SPLITS, ReleaseError
 from datasets_build.runner import BuildConfig, ProcessorError, StrictStop, build
 from datasets_build.sample import ensure_sample_release, write_sample_release
 from processors.base import MissingDependency
+from processors.fine_steps import FineSteps
 
 DESCRIPTION = """\
 Build text-to-motion releases (HumanML3D, KIT-ML) into Hugging Face Arrow datasets that load
@@ -71,6 +75,8 @@ def make_parser() -> argparse.ArgumentParser:
     for recipe in RECIPES.values():
         sub = commands.add_parser(recipe.name, help=f"recipe: {recipe.help}", description=recipe.help)
         _add_build_options(sub)
+        for add_options in recipe.options:
+            add_options(sub)
     sample = commands.add_parser(
         "sample", help="write a small synthetic release (procedural skeleton motions) in the official layout",
         description="Write a release of procedurally animated skeletons (walk, turn, jump, wave, kick, sit, "
@@ -93,6 +99,12 @@ def make_parser() -> argparse.ArgumentParser:
     show.add_argument("--annotation", type=int, metavar="K",
                       help="draw only annotation K (0-based) of the motion: its frame range and caption")
     show.add_argument("--out", required=True, type=Path, metavar="FILE", help="a .gif, .mp4 or .png file")
+    export = commands.add_parser("export-fine", help="write a finehumanml3d build in FineHumanML3D's published layout",
+                                 description="One <id>.txt per motion, one line per coarse caption line of the "
+                                             "release (same order) with its tagged step descriptions; empty "
+                                             "where no checked description exists.")
+    export.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a finehumanml3d build")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the .txt files")
     stats = commands.add_parser("stats", help="plot motion/caption length and annotation histograms of a build",
                                 description="Write histograms per split (motion length in seconds, caption "
                                             "length in words, annotations per motion) as PNG files.")
@@ -107,19 +119,34 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
     if args.source == "sample":
         source = ensure_sample_release(recipe.dataset, args.sample_motions, args.seed)
         source_note = f"(procedural sample release: {args.sample_motions} base motions, seed {args.seed})"
-        print(f"Using the synthetic sample release in {source}", file=sys.stderr)
+        print(f"Using the sample release in {source}", file=sys.stderr)
     else:
         source = Path(args.source)
-    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    processors, steps = recipe.make_steps(args, args.out)
     config = BuildConfig(
         recipe=recipe.name, dataset=recipe.dataset, source=source, out=args.out,
-        processors=recipe.processors, splits=splits, limit=args.limit, num_proc=args.num_proc,
+        processors=processors, steps=steps,
+        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), limit=args.limit,
+        num_proc=args.num_proc or (1 if recipe.uses_llm else None),
         strict=args.strict, overwrite=args.overwrite, with_joints=args.with_joints,
-        progress=not args.quiet, command="python -m datasets_build " + shlex.join(argv),
+        progress=not args.quiet, command="python -m datasets_build " + shlex.join(redact_argv(argv)),
         source_note=source_note,
     )
-    result = build(config)
-    print(summary(result))
+    if not recipe.uses_llm:
+        print(summary(build(config)))
+        return 0
+    fine = next(p for p in processors if isinstance(p, FineSteps))
+    if args.llm_batch_import:
+        print(batch_import(fine, args.llm_batch_import))
+    if args.dry_run:
+        print(dry_run(config, fine))
+        return 0
+    if args.llm_batch_export:
+        print(batch_export(config, fine, args.llm_batch_export))
+        return 0
+    with llm_session(args) as base_url:
+        pointed = tuple(with_base_url(p, base_url) if isinstance(p, FineSteps) else p for p in processors)
+        print(summary(build(dataclasses.replace(config, processors=pointed))))
     return 0
 
 
@@ -145,13 +172,18 @@ def main(argv: list[str] | None = None) -> int:
 
             print(show(args.built, args.id, args.out, args.annotation))
             return 0
+        if args.command == "export-fine":
+            from datasets_build.export_fine import export_fine
+
+            print(export_fine(args.built, args.out))
+            return 0
         if args.command == "stats":
             from datasets_build.browse import stats
 
             print(stats(args.built, args.out or args.built / "plots"))
             return 0
         return run_recipe(args, argv)
-    except (ReleaseError, StrictStop, ProcessorError, MissingDependency) as error:
+    except (ReleaseError, StrictStop, ProcessorError, MissingDependency, LLMSetupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,257 @@
+"""The LLM engine every LLM processor uses: an OpenAI-compatible client with bounded concurrency,
+retries that respect `retry-after`, per-request timeouts, and a content-addressed response cache.
+
+The cache is an SQLite file written as each answer arrives, keyed by a hash of the model, the
+prompt version, the messages and the sampling parameters: an interrupted run (even `kill -9`)
+resumes without sending any request that already has an answer. The API key is read from the
+environment when a client is made and is never part of a configuration, a cache or a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from processors.base import MissingDependency, stable_hash
+
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class LLMSetupError(RuntimeError):
+    """No usable endpoint (no key, no URL, a local server that will not start): one sentence."""
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None  # None: OPENAI_BASE_URL or OpenAI's own
+    temperature: float = 0.0
+    seed: int | None = 0
+    max_tokens: int = 1024
+    concurrency: int = 16
+    timeout: float = 120.0  # seconds per request
+    max_retries: int = 6
+    cache_path: str = ""  # SQLite file; the recipe puts it next to the output
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the answers (a processor's fingerprint uses this, not endpoint or limits)."""
+        return {"model": self.model, **self.params()}
+
+    def params(self) -> dict[str, Any]:
+        """Sampling parameters: part of every cache key (the endpoint and limits are not)."""
+        return {"temperature": self.temperature, "seed": self.seed, "max_tokens": self.max_tokens}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs
+    prompt_version: str
+
+    def body(self, config: LLMConfig) -> dict[str, Any]:
+        return {"model": config.model, "messages": [{"role": r, "content": c} for r, c in self.messages],
+                **{k: v for k, v in config.params().items() if v is not None}}
+
+    def key(self, config: LLMConfig) -> str:
+        return stable_hash({"model": config.model, "prompt": self.prompt_version,
+                            "messages": self.messages, "params": config.params()})
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    text: str | None
+    error: str | None = None
+    cached: bool = False
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class ResponseCache:
+    """Answers by request key, one committed row per answer (WAL: readers never block writers)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, prompt_version TEXT, "
+            "request TEXT, text TEXT NOT NULL, usage TEXT, created REAL)"
+        )
+
+    def get_many(self, keys: list[str]) -> dict[str, ChatResult]:
+        found = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            rows = self.db.execute(
+                f"SELECT key, text, usage FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            for key, text, usage in rows:
+                found[key] = ChatResult(text, cached=True, usage=json.loads(usage or "{}"))
+        return found
+
+    def put(self, key: str, request: ChatRequest, config: LLMConfig, result: ChatResult) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, config.model, request.prompt_version, json.dumps(request.body(config)), result.text,
+             json.dumps(result.usage), time.time()),
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def make_client(config: LLMConfig):
+    try:
+        from openai import AsyncOpenAI
+    except ImportError:
+        raise MissingDependency("the LLM engine needs openai: pip install -e '.[llm]'") from None
+    base_url = config.base_url or os.environ.get("OPENAI_BASE_URL")
+    api_key = os.environ.get("OPENAI_API_KEY")
+    if not api_key:
+        if not base_url:
+            raise LLMSetupError("no LLM endpoint: set OPENAI_API_KEY for OpenAI, or pass --llm-base-url "
+                               "(vLLM, Ollama, llama.cpp) or --llm local")
+        api_key = "not-needed"  # local servers accept any key
+    # Our own retry loop (below) counts retries and honours retry-after without a cap.
+    return AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=config.timeout, max_retries=0)
+
+
+class LLMEngine:
+    """Answers chat requests from the cache or the endpoint. `counters` feed the run summary:
+    sent, cached, retries, failures, tokens_in, tokens_out."""
+
+    def __init__(self, config: LLMConfig):
+        if not config.cache_path:
+            raise ValueError("LLMConfig.cache_path is required: answers must be cached")
+        self.config = config
+        self.cache = ResponseCache(config.cache_path)
+        self.counters: Counter = Counter()
+
+    def run(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        """Answer every request (identical ones once), in order; failures come back as errors."""
+        keys = [r.key(self.config) for r in requests]
+        results = self.cache.get_many(list(dict.fromkeys(keys)))
+        self.counters["cached"] += sum(k in results for k in keys)
+        todo = {k: r for k, r in zip(keys, requests) if k not in results}
+        if todo:
+            results.update(asyncio.run(self._send_all(todo)))
+        return [results[k] for k in keys]
+
+    def pending(self, requests: Iterable[ChatRequest]) -> list[ChatRequest]:
+        """The requests that have no cached answer yet (for --dry-run and batch export)."""
+        unique = {r.key(self.config): r for r in requests}
+        cached = self.cache.get_many(list(unique))
+        return [r for k, r in unique.items() if k not in cached]
+
+    async def _send_all(self, todo: dict[str, ChatRequest]) -> dict[str, ChatResult]:
+        client = make_client(self.config)
+        limit = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(key: str, request: ChatRequest) -> tuple[str, ChatResult]:
+            async with limit:
+                result = await self._send(client, request)
+            if result.error is None:
+                self.cache.put(key, request, self.config, result)  # at once: a kill loses nothing paid
+            return key, result
+
+        try:
+            return dict(await asyncio.gather(*(one(k, r) for k, r in todo.items())))
+        finally:
+            await client.close()
+
+    async def _send(self, client, request: ChatRequest) -> ChatResult:
+        import openai
+
+        body = request.body(self.config)
+        error = "not sent"
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                self.counters["retries"] += 1
+            self.counters["sent"] += 1
+            try:
+                response = await client.chat.completions.create(**body)
+            except openai.APIStatusError as exc:
+                error = f"HTTP {exc.status_code}: {str(exc)[:200]}"
+                if exc.status_code not in RETRYABLE_STATUS:
+                    break
+                await asyncio.sleep(_retry_delay(exc.response.headers, attempt))
+                continue
+            except (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError,
+                    ValueError) as exc:  # ValueError: a body that is not JSON (a broken proxy, say)
+                error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                await asyncio.sleep(_retry_delay({}, attempt))
+                continue
+            text = response.choices[0].message.content if response.choices else None
+            if text is None:
+                error = "the answer has no text"
+                continue
+            usage = {"prompt_tokens": getattr(response.usage, "prompt_tokens", 0) or 0,
+                     "completion_tokens": getattr(response.usage, "completion_tokens", 0) or 0}
+            self.counters["tokens_in"] += usage["prompt_tokens"]
+            self.counters["tokens_out"] += usage["completion_tokens"]
+            return ChatResult(text, usage=usage)
+        self.counters["failures"] += 1
+        return ChatResult(None, error=error)
+
+
+def _retry_delay(headers, attempt: int) -> float:
+    """The server's retry-after (seconds or milliseconds) when given, else capped exponential
+    backoff with jitter."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name) if headers else None
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                pass
+    return min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+
+
+def estimate_tokens(requests: list[ChatRequest], config: LLMConfig) -> tuple[int, int]:
+    """Rough (input, output) token counts: 4 characters a token in, max_tokens out at most."""
+    chars = sum(len(content) for r in requests for _, content in r.messages)
+    return chars // 4, len(requests) * config.max_tokens
+
+
+def export_batch(requests: list[ChatRequest], config: LLMConfig, path: str | os.PathLike) -> int:
+    """Write requests as an OpenAI Batch API / `vllm run-batch` input file (JSONL)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for request in requests:
+            handle.write(json.dumps({"custom_id": request.key(config), "method": "POST",
+                                     "url": "/v1/chat/completions", "body": request.body(config)}) + "\n")
+    return len(requests)
+
+
+def import_batch(path: str | os.PathLike, engine: LLMEngine) -> tuple[int, list[str]]:
+    """Feed a Batch API / `vllm run-batch` output file into the cache (its custom_id is the request
+    key `export_batch` wrote); returns (answers imported, problems with line numbers)."""
+    imported, problems = 0, []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            body = (entry.get("response") or {}).get("body") or {}
+            text = body["choices"][0]["message"]["content"]
+            key = entry["custom_id"]
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+            problems.append(f"{path} line {number}: not a chat-completion result line")
+            continue
+        if entry.get("error") or text is None:
+            problems.append(f"{path} line {number}: {entry.get('error') or 'no text'} ({entry.get('custom_id')})")
+            continue
+        usage = body.get("usage") or {}
+        engine.cache.db.execute(
+            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, body.get("model", engine.config.model), "", "", text,
+             json.dumps({"prompt_tokens": usage.get("prompt_tokens", 0),
+                         "completion_tokens": usage.get("completion_tokens", 0)}), time.time()),
+        )
+        imported += 1
+    return imported, problems

@@ -1,0 +1,135 @@
+"""Command-line side of the LLM recipes: options, the endpoint session (`--llm local` starts a
+server), `--dry-run` and the Batch API round trip."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+from pathlib import Path
+from typing import Iterator
+
+from datasets_build.llm import LLMConfig, LLMEngine, estimate_tokens, export_batch, import_batch
+from datasets_build.local_llm import LOCAL_MODEL, local_llm_server
+from datasets_build.release import SPECS, open_release, read_motion
+from datasets_build.runner import BuildConfig, plan_splits
+from processors.fine_steps import FineSteps
+
+SECRET_OPTIONS = ("--llm-api-key",)
+
+
+def add_llm_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("LLM", "an OpenAI-compatible endpoint: OpenAI (OPENAI_API_KEY), any "
+                                      "base URL (vLLM, Ollama, llama.cpp), or a local llama.cpp server")
+    group.add_argument("--llm", choices=("api", "local"), default="api",
+                       help="'api': OpenAI or --llm-base-url / OPENAI_BASE_URL (default); 'local': start a "
+                            "llama.cpp server on loopback with SmolLM2-135M (offline; poor answers)")
+    group.add_argument("--llm-model", help=f"model name (default: gpt-4o-mini; {LOCAL_MODEL} with --llm local)")
+    group.add_argument("--llm-base-url", metavar="URL", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
+    group.add_argument("--llm-api-key", metavar="KEY", help="API key (default: OPENAI_API_KEY); never written anywhere")
+    group.add_argument("--llm-gguf", metavar="PATH", help="with --llm local: serve this GGUF file instead")
+    group.add_argument("--llm-temperature", type=float, default=0.0)
+    group.add_argument("--llm-seed", type=int, default=0)
+    group.add_argument("--llm-max-tokens", type=int, default=1024)
+    group.add_argument("--llm-concurrency", type=int, default=16, help="requests in flight (default: %(default)s)")
+    group.add_argument("--llm-timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
+    group.add_argument("--llm-max-retries", type=int, default=6)
+    group.add_argument("--max-attempts", type=int, default=3,
+                       help="answers per caption before it is kept as failed (re-asked with the reasons)")
+    group.add_argument("--dry-run", action="store_true",
+                       help="print how many requests would be sent, how many are cached, and a token estimate")
+    group.add_argument("--llm-batch-export", metavar="FILE",
+                       help="write the pending first requests as an OpenAI Batch / vllm run-batch JSONL file and stop")
+    group.add_argument("--llm-batch-import", metavar="FILE",
+                       help="load a Batch API / vllm run-batch results file into the cache, then build")
+
+
+def llm_config(args: argparse.Namespace, out: Path) -> LLMConfig:
+    model = args.llm_model or (LOCAL_MODEL if args.llm == "local" else "gpt-4o-mini")
+    return LLMConfig(model=model, base_url=args.llm_base_url, temperature=args.llm_temperature,
+                     seed=args.llm_seed, max_tokens=args.llm_max_tokens, concurrency=args.llm_concurrency,
+                     timeout=args.llm_timeout, max_retries=args.llm_max_retries,
+                     cache_path=str(Path(out) / ".cache" / "llm.sqlite"))
+
+
+def fine_steps(args: argparse.Namespace, out: Path) -> FineSteps:
+    return FineSteps(llm=llm_config(args, out), max_attempts=args.max_attempts)
+
+
+@contextlib.contextmanager
+def llm_session(args: argparse.Namespace) -> Iterator[str | None]:
+    """Make the endpoint reachable for the build: the key goes to this process's environment only
+    (workers inherit it; nothing writes it), and `--llm local` runs a server meanwhile."""
+    if args.llm_api_key:
+        os.environ["OPENAI_API_KEY"] = args.llm_api_key
+    if args.llm != "local" or args.dry_run or args.llm_batch_export:
+        yield args.llm_base_url
+        return
+    with local_llm_server(args.llm_gguf) as base_url:
+        yield base_url
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line as it may be written to a card: secret option values replaced."""
+    shown, hide = [], False
+    for word in argv:
+        if hide:
+            shown.append("<redacted>")
+            hide = False
+        elif word in SECRET_OPTIONS:
+            shown.append(word)
+            hide = True
+        elif word.startswith(tuple(o + "=" for o in SECRET_OPTIONS)):
+            shown.append(word.split("=", 1)[0] + "=<redacted>")
+        else:
+            shown.append(word)
+    return shown
+
+
+def first_requests(config: BuildConfig, processor: FineSteps) -> list:
+    """The first request of every annotation the build would read (no motion is written)."""
+    release = open_release(config.source, SPECS[config.dataset], config.splits, with_joints=False)
+    plan, _ = plan_splits(release, config.splits, config.limit)
+    requests = []
+    for split, ids in plan.items():
+        for motion_id in ids:
+            record, _ = read_motion(release, motion_id, split)
+            if record is not None:
+                batch = {"mirrored": [record.mirrored], "annotations": [[a._asdict() for a in record.annotations]]}
+                requests += processor.first_requests(batch)
+    return requests
+
+
+def dry_run(config: BuildConfig, processor: FineSteps) -> str:
+    requests = first_requests(config, processor)
+    engine = LLMEngine(processor.llm)
+    unique = {r.key(processor.llm): r for r in requests}
+    pending = engine.pending(unique.values())
+    tokens_in, tokens_out = estimate_tokens(pending, processor.llm)
+    return (f"dry run: {len(requests):,} annotations need {len(unique):,} distinct first requests "
+            f"({len(requests) - len(unique):,} shared, e.g. mirrors asking their base caption); "
+            f"{len(unique) - len(pending):,} are cached, {len(pending):,} would be sent to {processor.llm.model}, "
+            f"about {tokens_in:,} input tokens and at most {tokens_out:,} output tokens "
+            f"(re-asks after failed checks come on top)")
+
+
+def batch_export(config: BuildConfig, processor: FineSteps, path: str) -> str:
+    engine = LLMEngine(processor.llm)
+    pending = engine.pending(first_requests(config, processor))
+    count = export_batch(pending, processor.llm, path)
+    return (f"wrote {count:,} pending requests to {path}; run them with the OpenAI Batch API or "
+            f"`vllm run-batch`, then re-run with --llm-batch-import RESULTS.jsonl")
+
+
+def batch_import(processor: FineSteps, path: str) -> str:
+    imported, problems = import_batch(path, LLMEngine(processor.llm))
+    lines = [f"imported {imported:,} answers from {path} into the cache"]
+    lines += [f"  {p}" for p in problems[:20]] + ([f"  ... {len(problems) - 20} more"] if len(problems) > 20 else [])
+    return "\n".join(lines)
+
+
+def with_base_url(processor: FineSteps, base_url: str | None) -> FineSteps:
+    """The processor pointed at the session's endpoint (a local server's port changes per run;
+    it is not part of the fingerprint)."""
+    return dataclasses.replace(processor, llm=dataclasses.replace(processor.llm, base_url=base_url))

@@ -1,0 +1,138 @@
+"""Checkpoints of the retrieval model, and the encoder object other code uses.
+
+    encoder = load_retrieval_model("runs/tmr")               # device: cuda when available
+    t = encoder.encode_text(["a person walks forward"])      # (1, d) float32, unit norm
+    m = encoder.encode_motion([features])                    # features [T, D] raw (unnormalised)
+    scores = t @ m.T                                         # cosine similarities
+
+A checkpoint (`RUN_DIR/checkpoint.pt`) holds the model and optimizer states, the model and training
+configs, the model's own normalisation statistics, the text encoder's name/identity/checkpoint, the
+data options and the number of completed epochs. It loads with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from models.data import Normalizer
+from models.retrieval.model import TMR, RetrievalConfig
+from models.text import TextEncoder, load_text_encoder
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "models.retrieval/1"
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def encoder_record(encoder: TextEncoder, checkpoint: str | None = None) -> dict[str, Any]:
+    return {"name": encoder.name, "identity": encoder.identity, "checkpoint": checkpoint,
+            "dim": int(encoder.dim), "token_dim": int(encoder.token_dim)}
+
+
+def save_checkpoint(run_dir: str | os.PathLike, *, model: TMR, optimizer: torch.optim.Optimizer | None,
+                    stats: Normalizer, text_encoder: dict[str, Any], epoch: int, step: int,
+                    train_config: dict[str, Any], data_options: dict[str, Any]) -> Path:
+    """Write RUN_DIR/checkpoint.pt atomically (a crash mid-write leaves the previous one)."""
+    path = Path(run_dir) / CHECKPOINT
+    state = {
+        "format": FORMAT, "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "model_config": asdict(model.cfg), "train_config": train_config, "data_options": data_options,
+        "stats": stats.state_dict(), "text_encoder": text_encoder, "epoch": epoch, "step": step,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(run_dir)
+    path = path / CHECKPOINT if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no retrieval checkpoint at {path} (train one with python -m models.retrieval.train)")
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} checkpoint (format {state.get('format')!r})")
+    return state
+
+
+def check_text_encoder(encoder: TextEncoder, record: dict[str, Any]) -> None:
+    """The model's text branch only makes sense with the exact frozen encoder it was trained on."""
+    if encoder.identity != record["identity"] or int(encoder.token_dim) != int(record["token_dim"]):
+        raise ValueError(f"text encoder {encoder.name!r} ({encoder.identity}) is not the one this model was "
+                         f"trained with: {record['name']!r} ({record['identity']})")
+
+
+class RetrievalEncoder:
+    """Batched text and motion encoders into the shared, L2-normalised latent space."""
+
+    def __init__(self, model: TMR, stats: Normalizer, text_encoder: TextEncoder, device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.stats = stats
+        self.text_encoder = text_encoder
+        self.device = device
+
+    @property
+    def dim(self) -> int:
+        return self.model.cfg.latent_dim
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """(N, d) float32 unit-norm latents of the captions."""
+        texts = list(texts)
+        out = [np.zeros((0, self.dim), np.float32)]
+        for lo in range(0, len(texts), batch_size):
+            tokens, mask = self.text_encoder.encode_tokens(texts[lo:lo + batch_size], batch_size=batch_size)
+            tokens = torch.as_tensor(np.asarray(tokens, np.float32), device=self.device)
+            mask = torch.as_tensor(np.asarray(mask, bool), device=self.device)
+            out.append(self.model.encode_text(tokens, mask).cpu().numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    @torch.no_grad()
+    def encode_motion(self, motions: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """(N, d) float32 unit-norm latents of raw feature arrays [T_i, D] (normalised here with the
+        model's own statistics). Batches group similar lengths to limit padding."""
+        dim = self.model.cfg.motion_dim
+        for i, m in enumerate(motions):
+            if np.ndim(m) != 2 or np.shape(m)[1] != dim or len(m) == 0:
+                raise ValueError(f"motion {i} has shape {np.shape(m)}; expected [T > 0, {dim}]")
+        order = np.argsort([len(m) for m in motions], kind="stable")
+        out = np.zeros((len(motions), self.dim), np.float32)
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo:lo + batch_size]
+            length = max(len(motions[i]) for i in idx)
+            batch = np.zeros((len(idx), length, dim), np.float32)
+            mask = np.zeros((len(idx), length), bool)
+            for j, i in enumerate(idx):
+                batch[j, :len(motions[i])] = self.stats.normalize(np.asarray(motions[i], np.float32))
+                mask[j, :len(motions[i])] = True
+            latent = self.model.encode_motion(torch.from_numpy(batch).to(self.device),
+                                              torch.from_numpy(mask).to(self.device))
+            out[idx] = latent.cpu().numpy()
+        return out
+
+
+def load_retrieval_model(run_dir: str | os.PathLike, device: str | torch.device | None = None,
+                         text_encoder: TextEncoder | None = None) -> RetrievalEncoder:
+    """The trained model of RUN_DIR with its statistics and frozen text encoder (loaded by name
+    unless given; either way it must be the encoder the model was trained with)."""
+    device = pick_device(device)
+    state = load_checkpoint(run_dir)
+    model = TMR(RetrievalConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    record = state["text_encoder"]
+    if text_encoder is None:
+        text_encoder = load_text_encoder(record["name"], record["checkpoint"], str(device))
+    check_text_encoder(text_encoder, record)
+    return RetrievalEncoder(model, Normalizer.from_state_dict(state["stats"]), text_encoder, device)

