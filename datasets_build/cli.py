@@ -128,6 +128,7 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
         processors=processors, steps=steps,
         splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), limit=args.limit,
         num_proc=args.num_proc or (1 if recipe.uses_llm else None),
+        batch_size=256 if recipe.uses_llm else 64,  # more requests in flight per batch
         strict=args.strict, overwrite=args.overwrite, with_joints=args.with_joints,
         progress=not args.quiet, command="python -m datasets_build " + shlex.join(redact_argv(argv)),
         source_note=source_note,

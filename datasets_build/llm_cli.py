@@ -31,9 +31,10 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--llm-gguf", metavar="PATH", help="with --llm local: serve this GGUF file instead")
     group.add_argument("--llm-temperature", type=float, default=0.0)
     group.add_argument("--llm-seed", type=int, default=0)
-    group.add_argument("--llm-max-tokens", type=int, default=1024)
-    group.add_argument("--llm-concurrency", type=int, default=16, help="requests in flight (default: %(default)s)")
-    group.add_argument("--llm-timeout", type=float, default=120.0, help="seconds per request (default: %(default)s)")
+    group.add_argument("--llm-max-tokens", type=int, help="answer length cap (default: 1024; 600 with --llm local)")
+    group.add_argument("--llm-concurrency", type=int,
+                       help="requests in flight (default: 16; 1 with --llm local, whose server answers one at a time)")
+    group.add_argument("--llm-timeout", type=float, help="seconds per request (default: 120; 900 with --llm local)")
     group.add_argument("--llm-max-retries", type=int, default=6)
     group.add_argument("--max-attempts", type=int, default=3,
                        help="answers per caption before it is kept as failed (re-asked with the reasons)")
@@ -46,11 +47,16 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
 
 
 def llm_config(args: argparse.Namespace, out: Path) -> LLMConfig:
-    model = args.llm_model or (LOCAL_MODEL if args.llm == "local" else "gpt-4o-mini")
+    local = args.llm == "local"
+    model = args.llm_model or (LOCAL_MODEL if local else "gpt-4o-mini")
+
+    def pick(value, api_default, local_default):
+        return value if value is not None else (local_default if local else api_default)
+
     return LLMConfig(model=model, base_url=args.llm_base_url, temperature=args.llm_temperature,
-                     seed=args.llm_seed, max_tokens=args.llm_max_tokens, concurrency=args.llm_concurrency,
-                     timeout=args.llm_timeout, max_retries=args.llm_max_retries,
-                     cache_path=str(Path(out) / ".cache" / "llm.sqlite"))
+                     seed=args.llm_seed, max_tokens=pick(args.llm_max_tokens, 1024, 600),
+                     concurrency=pick(args.llm_concurrency, 16, 1), timeout=pick(args.llm_timeout, 120.0, 900.0),
+                     max_retries=args.llm_max_retries, cache_path=str(Path(out) / ".cache" / "llm.sqlite"))
 
 
 def fine_steps(args: argparse.Namespace, out: Path) -> FineSteps:

@@ -1,7 +1,8 @@
 """Training samples from a built Arrow dataset, shared by every model.
 
-`MotionDataset` is a torch Dataset over `flatten_samples` (sub-clips are samples of their own) that
-reads motions straight from the Arrow memory map: the `motion` column's chunks are viewed as flat
+`MotionDataset` is a torch Dataset over the samples of `datasets_build.flatten_samples` (sub-clips
+are samples of their own; `sample_index` computes the same list with numpy, tested equal) that reads
+motions straight from the Arrow memory map: the `motion` column's chunks are viewed as flat
 float32 frames plus row offsets, so a sample is a numpy slice of the mapped file (no per-row Python
 lists, no copy until normalisation). It pickles as a path plus small index arrays; a worker process
 reopens the Arrow files itself, so `DataLoader(num_workers=N)` stays cheap to start.
@@ -28,7 +29,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from datasets_build import flatten_samples
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,65 @@ class _ArrowRows:
         return self.captions[c][int(self.caption_offsets[c][local]) + annotation].as_py()
 
 
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVW"  # sub-clip name prefixes, as flatten_samples assigns them
+
+
+def _flat(table: pa.Table, column: str, field: str) -> np.ndarray:
+    """One struct field of a list<struct> column as a flat numpy array (all rows, in order)."""
+    parts = []
+    for chunk in table.column(column).chunks:
+        offsets = chunk.offsets.to_numpy()
+        structs = chunk.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+        parts.append(structs.field(field).to_numpy(zero_copy_only=False))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def sample_index(table: pa.Table, min_length: int | None, max_length: int | None) -> dict[str, np.ndarray]:
+    """The samples of `flatten_samples` (same order, rows, frame ranges, annotations and names;
+    the tests check equality), computed with numpy over the Arrow columns: flatten_samples turns
+    every annotation into Python objects, ~1 s for HumanML3D's train split, which would be most
+    of the time to the first batch. Returns arrays: row, start, end, ann_ptr/ann_index (annotation
+    positions within the row), prefix (0: whole motion, k: the k-th kept sub-clip, letter k-1)."""
+
+    def keep(frames: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(frames), bool)
+        if min_length is not None:
+            ok &= frames >= min_length
+        if max_length is not None:
+            ok &= frames < max_length
+        return ok
+
+    lengths = table.column("length").to_numpy().astype(np.int64)
+    counts = np.concatenate([np.diff(c.offsets.to_numpy()) for c in table.column("annotations").chunks] or
+                            [np.zeros(0, np.int64)]).astype(np.int64)
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    ann_row = np.repeat(np.arange(len(lengths)), counts)
+    ann_local = np.arange(ptr[-1]) - ptr[ann_row]
+    start, end = _flat(table, "annotations", "start_frame"), _flat(table, "annotations", "end_frame")
+    is_sub = _flat(table, "annotations", "is_subclip").astype(bool)
+    row_ok = keep(lengths)[ann_row]
+    sub = np.flatnonzero(is_sub & row_ok & keep(end.astype(np.int64) - start))
+    rank = np.arange(len(sub)) - np.searchsorted(sub, ptr[ann_row[sub]])  # kept sub-clips before, same row
+    whole_ann = np.flatnonzero(~is_sub & row_ok)
+    whole_rows, whole_counts = np.unique(ann_row[whole_ann], return_counts=True)
+    # one list of candidates: sub-clips (in annotation order) then whole motions, stably sorted by
+    # (row, whole after sub-clips), as flatten_samples appends them
+    rows = np.concatenate([ann_row[sub], whole_rows])
+    order = np.argsort(rows * 2 + np.r_[np.zeros(len(sub), int), np.ones(len(whole_rows), int)], kind="stable")
+    n_counts = np.r_[np.ones(len(sub), np.int64), whole_counts][order]
+    src_ptr = np.r_[np.arange(len(sub)), len(sub) + np.r_[0, np.cumsum(whole_counts)[:-1]]].astype(np.int64)[order]
+    ann_ptr = np.r_[0, np.cumsum(n_counts)].astype(np.int64)
+    flat = np.r_[ann_local[sub], ann_local[whole_ann]].astype(np.int32)
+    ann_index = flat[np.repeat(src_ptr - ann_ptr[:-1], n_counts) + np.arange(ann_ptr[-1])]
+    return {
+        "row": rows[order],
+        "start": np.r_[start[sub], np.zeros(len(whole_rows), np.int64)].astype(np.int64)[order],
+        "end": np.r_[end[sub], lengths[whole_rows]].astype(np.int64)[order],
+        "prefix": np.r_[rank + 1, np.zeros(len(whole_rows), np.int64)].astype(np.int32)[order],
+        "ann_ptr": ann_ptr, "ann_index": ann_index,
+    }
+
+
 # ----------------------------------------------------------------------------- dataset
 class MotionDataset(torch.utils.data.Dataset):
     """Samples of one split of a built dataset, as the reference loaders serve them.
@@ -181,23 +240,15 @@ class MotionDataset(torch.utils.data.Dataset):
                  stats: Normalizer | None, options: DataOptions | None = None) -> None:
         self.options = options or DataOptions()
         self.stats = stats
-        ds, self.files = _load_split(data, split)
-        samples = flatten_samples(ds, self.options.min_length, self.options.max_length)
-        # small index arrays instead of Sample objects: they are what gets pickled to workers
-        prefixes = [s.name[:len(s.name) - len(s.motion_id)] for s in samples]  # "" or "A_", "B_", ...
-        self.prefix_vocab = sorted(set(prefixes))
-        code = {p: i for i, p in enumerate(self.prefix_vocab)}
-        self.prefix_codes = np.array([code[p] for p in prefixes], np.int16)
-        self.rows = np.array([s.row for s in samples], np.int64)
-        self.starts = np.array([s.start_frame for s in samples], np.int64)
-        self.ends = np.array([s.end_frame for s in samples], np.int64)
-        counts = [len(s.annotation_indices) for s in samples]
-        self.ann_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.ann_index = np.array([i for s in samples for i in s.annotation_indices], np.int32)
+        self.files = _load_split(data, split)[1]
+        index = sample_index(_open_table(self.files), self.options.min_length, self.options.max_length)
+        # small index arrays, not Sample objects: they are what gets pickled to workers
+        self.rows, self.starts, self.ends = index["row"], index["start"], index["end"]
+        self.prefix, self.ann_ptr, self.ann_index = index["prefix"], index["ann_ptr"], index["ann_index"]
         self._rows: _ArrowRows | None = None
         self._rng: random.Random | None = None
         self._rng_key: tuple[int, int] | None = None
-        if stats is not None and len(samples):
+        if stats is not None and len(self.rows):
             dim = self.arrow.motion(int(self.rows[0])).shape[1]
             if stats.mean.shape[0] != dim:
                 raise ValueError(f"stats have {stats.mean.shape[0]} dims, motions have {dim}")
@@ -231,7 +282,9 @@ class MotionDataset(torch.utils.data.Dataset):
 
     def name(self, index: int) -> str:
         """The reference's sample name: the motion id, or `<letter>_<id>` for a sub-clip."""
-        return self.prefix_vocab[self.prefix_codes[index]] + self.arrow.motion_id(int(self.rows[index]))
+        k = int(self.prefix[index]) - 1
+        prefix = "" if k < 0 else f"{_LETTERS[k] if k < len(_LETTERS) else k}_"
+        return prefix + self.arrow.motion_id(int(self.rows[index]))
 
     def captions(self, index: int) -> list[str]:
         row = int(self.rows[index])
@@ -312,4 +365,4 @@ def dataset_name(data: str | os.PathLike) -> str:
 
 
 __all__ = ["DataOptions", "MotionDataset", "Normalizer", "collate", "compute_stats", "dataset_name",
-           "make_loader", "motion_chunks"]
+           "make_loader", "motion_chunks", "sample_index"]

