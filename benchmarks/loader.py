@@ -5,8 +5,8 @@
 Generates a full-scale synthetic HumanML3D release (14,614 base motions + mirrors, no joints) and
 builds it (about a minute; `--workdir` keeps both for the next run), then measures on the train
 split, batch 64, 196 frames:
-- ours: `MotionDataset` (flatten_samples + zero-copy Arrow views) with a DataLoader of 1 and 2
-  workers: time to first batch, then samples per second;
+- ours: `MotionDataset` (numpy sample index + zero-copy Arrow views) with a DataLoader of 1 and 2
+  workers: time to first batch (the worst of `--repeats` runs), then samples per second;
 - MoMask-style: the reference `Text2MotionDataset` re-implemented plainly: read every `.npy` and
   caption file of the split into memory at start, then serve random crops; same measurements.
 Both read files the generator just wrote (warm page cache), so the comparison is not disk-bound.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import gc
 import random
 import shutil
 import sys
@@ -31,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets_build import load_release_stats  # noqa: E402
 from datasets_build.runner import BuildConfig, build  # noqa: E402
 from datasets_build.synthetic import write_synthetic_release  # noqa: E402
-from models.data import DataOptions, MotionDataset, Normalizer, collate, make_loader  # noqa: E402
+from models.data import DataOptions, MotionDataset, Normalizer, make_loader  # noqa: E402
 
 BATCH, MAX_MOTION_LENGTH, UNIT = 64, 196, 4
 
@@ -64,7 +65,8 @@ class MoMaskStyleDataset(torch.utils.data.Dataset):
                     new_name = random.choice("ABCDEFGHIJKLMNOPQRSTUVW") + "_" + name
                     while new_name in data:
                         new_name = random.choice("ABCDEFGHIJKLMNOPQRSTUVW") + "_" + name
-                    data[new_name], lengths[new_name] = {"motion": clip, "length": len(clip), "text": [entry]}, len(clip)
+                    data[new_name] = {"motion": clip, "length": len(clip), "text": [entry]}
+                    lengths[new_name] = len(clip)
             if flag:
                 data[name], lengths[name] = {"motion": motion, "length": len(motion), "text": texts}, len(motion)
         self.names = sorted(data, key=lambda n: lengths[n])  # the reference sorts by length
@@ -90,16 +92,16 @@ def measure(make_dataset, workers: int, batches: int) -> tuple[float, float, int
     """(seconds to first batch including dataset creation, samples/s afterwards, dataset size)."""
     start = time.perf_counter()
     dataset = make_dataset()
-    loader = make_loader(dataset, BATCH, shuffle=True, num_workers=workers) if workers else \
-        torch.utils.data.DataLoader(dataset, BATCH, shuffle=True, collate_fn=collate, drop_last=True)
-    iterator = iter(loader)
+    iterator = iter(make_loader(dataset, BATCH, shuffle=True, num_workers=workers))
     next(iterator)
     first = time.perf_counter() - start
     start, served = time.perf_counter(), 0
     for _ in range(batches):
         served += len(next(iterator)["name"])
     rate = served / (time.perf_counter() - start)
-    del iterator, loader
+    del iterator  # stops the workers before the next measurement
+    gc.collect()
+    time.sleep(0.5)
     return first, rate, len(dataset)
 
 
@@ -109,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=None, help="keep the release and build here (reused when present)")
     p.add_argument("--batches", type=int, default=150, help="batches timed after the first")
     p.add_argument("--num-proc", type=int, default=2, help="build worker processes")
+    p.add_argument("--repeats", type=int, default=3, help="runs of our loader per setting (the worst is kept)")
     a = p.parse_args(argv)
     work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="loader-bench-"))
     root, out = work / "release", work / "built"
@@ -123,17 +126,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build: {time.perf_counter() - t:.1f} s ({out})")
         mean, std = load_release_stats(out)
         stats = Normalizer(mean, std)
-        ours = lambda: MotionDataset(out, "train", stats=stats, options=DataOptions.for_dataset("humanml3d"))  # noqa: E731
+        options = DataOptions.for_dataset("humanml3d")
+        ours = lambda: MotionDataset(out, "train", stats=stats, options=options)  # noqa: E731
         momask = lambda: MoMaskStyleDataset(root, "train", mean, std)  # noqa: E731
         rows = []
-        for name, factory in (("MotionDataset (Arrow, zero-copy)", ours), ("MoMask-style (all .npy up front)", momask)):
+        for name, factory, repeats in (("MotionDataset (Arrow, zero-copy)", ours, a.repeats),
+                                       ("MoMask-style (all .npy up front)", momask, 1)):
             for workers in (1, 2):
-                first, rate, size = measure(factory, workers, a.batches)
-                rows.append((name, workers, first, rate, size))
-                print(f"  {name:34s} workers={workers}  first batch {first:7.2f} s  {rate:8.0f} samples/s  "
-                      f"({size} samples)", flush=True)
+                runs = [measure(factory, workers, a.batches) for _ in range(repeats)]
+                firsts = [r[0] for r in runs]
+                rows.append((name, workers, max(firsts), float(np.median([r[1] for r in runs])), runs[0][2]))
+                print(f"  {name:34s} workers={workers}  first batch " + ", ".join(f"{f:.2f}" for f in firsts)
+                      + f" s  {rows[-1][3]:.0f} samples/s  ({runs[0][2]} samples)", flush=True)
         print(f"\nbatch {BATCH}, {MAX_MOTION_LENGTH} frames, {a.batches} timed batches, torch threads "
-              f"{torch.get_num_threads()}")
+              f"{torch.get_num_threads()}; ours: worst first batch of {a.repeats} runs, median rate")
         print(f"{'loader':34s} {'workers':>7s} {'first batch s':>14s} {'samples/s':>10s} {'samples':>8s}")
         for name, workers, first, rate, size in rows:
             print(f"{name:34s} {workers:7d} {first:14.2f} {rate:10.0f} {size:8d}")

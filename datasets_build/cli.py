@@ -18,6 +18,7 @@ from datasets_build.runner import BuildConfig, ProcessorError, StrictStop, build
 from datasets_build.sample import ensure_sample_release, write_sample_release
 from processors.base import MissingDependency
 from processors.fine_steps import FineSteps
+from processors.text_encoders import TextEncoderError
 
 DESCRIPTION = """\
 Build text-to-motion releases (HumanML3D, KIT-ML) into Hugging Face Arrow datasets that load
@@ -105,6 +106,14 @@ def make_parser() -> argparse.ArgumentParser:
                                              "where no checked description exists.")
     export.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a finehumanml3d build")
     export.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the .txt files")
+    rmd = commands.add_parser("export-remodiffuse", help="write a remodiffuse build as ReMoDiffuse's database .npz",
+                              description="text_features, captions, motions (N, 196, D) padded, m_lengths, "
+                                          "clip_seq_features, train_indexes, test_indexes: drop-in for the reference "
+                                          "code's t2m_text_train.npz. Needs a build with --text-encoder clip.")
+    rmd.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a remodiffuse build")
+    rmd.add_argument("--out", required=True, type=Path, metavar="FILE", help="the .npz file to write")
+    rmd.add_argument("--any-encoder", action="store_true",
+                     help="accept features of another encoder (the reference code expects CLIP ViT-B/32)")
     stats = commands.add_parser("stats", help="plot motion/caption length and annotation histograms of a build",
                                 description="Write histograms per split (motion length in seconds, caption "
                                             "length in words, annotations per motion) as PNG files.")
@@ -178,13 +187,22 @@ def main(argv: list[str] | None = None) -> int:
 
             print(export_fine(args.built, args.out))
             return 0
+        if args.command == "export-remodiffuse":
+            from processors.retrieval import export_remodiffuse
+
+            try:
+                written = export_remodiffuse(args.built, args.out, require_clip=not args.any_encoder)
+            except ValueError as error:
+                raise ReleaseError(str(error)) from None
+            print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
+            return 0
         if args.command == "stats":
             from datasets_build.browse import stats
 
             print(stats(args.built, args.out or args.built / "plots"))
             return 0
         return run_recipe(args, argv)
-    except (ReleaseError, StrictStop, ProcessorError, MissingDependency, LLMSetupError) as error:
+    except (ReleaseError, StrictStop, ProcessorError, MissingDependency, LLMSetupError, TextEncoderError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

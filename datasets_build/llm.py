@@ -136,6 +136,10 @@ class LLMEngine:
         self.config = config
         self.cache = ResponseCache(config.cache_path)
         self.counters: Counter = Counter()
+        # One event loop and its clients for the engine's life: connections stay open between
+        # batches instead of being made again for each.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients: list = []
 
     def run(self, requests: list[ChatRequest]) -> list[ChatResult]:
         """Answer every request (identical ones once), in order; failures come back as errors."""
@@ -144,8 +148,18 @@ class LLMEngine:
         self.counters["cached"] += sum(k in results for k in keys)
         todo = {k: r for k, r in zip(keys, requests) if k not in results}
         if todo:
-            results.update(asyncio.run(self._send_all(todo)))
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            results.update(self._loop.run_until_complete(self._send_all(todo)))
         return [results[k] for k in keys]
+
+    def close(self) -> None:
+        if self._loop is not None:
+            for client in self._clients:
+                self._loop.run_until_complete(client.close())
+            self._loop.close()
+            self._loop, self._clients = None, []
+        self.cache.close()
 
     def pending(self, requests: Iterable[ChatRequest]) -> list[ChatRequest]:
         """The requests that have no cached answer yet (for --dry-run and batch export)."""
@@ -157,7 +171,10 @@ class LLMEngine:
         # Several small connection pools instead of one large one: the HTTP pool checks every
         # connection it holds for each request, which costs more CPU than the request itself at
         # high concurrency.
-        clients = [make_client(self.config) for _ in range(-(-self.config.concurrency // _CONNECTIONS_PER_CLIENT))]
+        if not self._clients:
+            self._clients = [make_client(self.config)
+                             for _ in range(-(-self.config.concurrency // _CONNECTIONS_PER_CLIENT))]
+        clients = self._clients
         limit = asyncio.Semaphore(self.config.concurrency)
 
         async def one(i: int, key: str, request: ChatRequest) -> tuple[str, ChatResult]:
@@ -167,11 +184,7 @@ class LLMEngine:
                 self.cache.put(key, request, self.config, result)  # at once: a kill loses nothing paid
             return key, result
 
-        try:
-            return dict(await asyncio.gather(*(one(i, k, r) for i, (k, r) in enumerate(todo.items()))))
-        finally:
-            for client in clients:
-                await client.close()
+        return dict(await asyncio.gather(*(one(i, k, r) for i, (k, r) in enumerate(todo.items()))))
 
     async def _send(self, client, request: ChatRequest) -> ChatResult:
         import openai

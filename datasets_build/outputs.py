@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 BUILD_RECORD = "build.json"
 MANIFEST = "rejected.jsonl"
 RELEASE_STATS = "release_stats"
-_SECRET_KEY = re.compile(r"key|token|secret|password", re.IGNORECASE)
+# Names of settings that hold secrets (api_key, token, ...); not `token_features`.
+_SECRET_KEY = re.compile(r"(^|_)(api_?key|key|secret|password|token|credentials?)$", re.IGNORECASE)
 
 
 def source_signature(root: Path) -> str:

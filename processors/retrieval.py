@@ -26,10 +26,16 @@ from pathlib import Path
 from typing import ClassVar, Sequence
 
 import numpy as np
-import pyarrow as pa
 from datasets import Dataset, DatasetDict, Features, List, Value
 
 from processors.base import DatasetStep, MissingDependency
+from processors.text_features import Annotations, read_annotations
+
+__all__ = [
+    "Annotations", "RetrievalNeighbours", "Rareness", "balanced_mean", "export_remodiffuse", "hybrid_topk",
+    "length_weights", "mirror_id", "motion_groups", "plot_rareness", "read_annotations", "tail_mean",
+    "verified_topk",
+]
 
 FAISS_PIP = "pip install faiss-cpu  (or faiss-gpu-cu12 on a CUDA machine)"
 
@@ -211,55 +217,6 @@ def verified_topk(search, ql, dl, n, k, lam, groups, db_groups, skip, first: int
     return indices, scores
 
 
-# ----------------------------------------------------------------------------------------------
-# Annotations of a built split
-
-
-@dataclasses.dataclass
-class Annotations:
-    """One entry per annotation of a split, in row order then annotation order."""
-
-    ids: np.ndarray  # (n,) motion id (str objects)
-    index: np.ndarray  # (n,) int32 position in the row's `annotations`
-    row: np.ndarray  # (n,) int64 row of the split
-    starts: np.ndarray  # (n,) int64 first frame of the annotation
-    lengths: np.ndarray  # (n,) int64 frames of the annotation (a sub-clip: its own range)
-    captions: list[str]
-    features: np.ndarray  # (n, dim) float32, as stored (not normalised)
-
-    @property
-    def keys(self) -> list[str]:
-        return [f"{i}#{a}" for i, a in zip(self.ids, self.index)]
-
-
-def read_annotations(split: Dataset, column: str = "text_features", name: str = "split") -> Annotations:
-    """The annotations of a built split with their `column` features (one vector per annotation)."""
-    if column not in split.column_names:
-        raise ValueError(f"{name}: no column {column!r}; build with TextFeatures (column={column!r}) first")
-    table = split.select_columns(["id", "annotations", column]).with_format("arrow")[:]
-    anns = table.column("annotations").combine_chunks()
-    feats = table.column(column).combine_chunks()
-    counts = anns.value_lengths().to_numpy(zero_copy_only=False)
-    if not np.array_equal(counts, feats.value_lengths().to_numpy(zero_copy_only=False)):
-        row = int(np.argmax(counts != feats.value_lengths().to_numpy(zero_copy_only=False)))
-        raise ValueError(f"{name} row {row} (id {table.column('id')[row]}): {column} has not one vector per annotation")
-    flat, vectors = anns.flatten(), feats.flatten()
-    sizes = vectors.value_lengths().to_numpy(zero_copy_only=False)
-    dim = int(sizes[0]) if len(sizes) else 0
-    if len(sizes) and (sizes != dim).any():
-        raise ValueError(f"{name}: {column} vectors have different sizes {sorted(set(sizes.tolist()))[:4]}")
-    rows = np.repeat(np.arange(len(counts)), counts)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1])) if len(counts) else np.zeros(0, np.int64)
-    ids = np.asarray(table.column("id").to_pylist(), dtype=object)
-    first = flat.field("start_frame").to_numpy(zero_copy_only=False).astype(np.int64)
-    return Annotations(
-        ids=ids[rows], index=(np.arange(len(rows)) - np.repeat(starts, counts)).astype(np.int32), row=rows,
-        starts=first, lengths=flat.field("end_frame").to_numpy(zero_copy_only=False).astype(np.int64) - first,
-        captions=flat.field("caption").to_pylist(),
-        features=vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(rows), dim),
-    )
-
-
 def mirror_id(motion_id: str) -> str:
     """`M<id>` <-> `<id>`: the release's mirrored copy of a motion."""
     return motion_id[1:] if motion_id.startswith("M") else "M" + motion_id
@@ -302,7 +259,7 @@ class RetrievalNeighbours(DatasetStep):
     name: ClassVar[str] = "retrieval_neighbours"
     version: ClassVar[str] = "1"
     requires: ClassVar[tuple[str, ...]] = ("torch",)
-    extra: ClassVar[str] = "models"
+    extra: ClassVar[str] = "retrieval"
 
     k: int = 2
     lam: float = 0.1
@@ -352,9 +309,9 @@ class Rareness(DatasetStep):
     name: ClassVar[str] = "rareness"
     version: ClassVar[str] = "1"
     requires: ClassVar[tuple[str, ...]] = ("torch",)
-    extra: ClassVar[str] = "models"
+    extra: ClassVar[str] = "retrieval"
 
-    splits: tuple[str, ...] = ("val", "test")
+    eval_splits: tuple[str, ...] = ("val", "test")
     column: str = "text_features"
     plot: bool = dataclasses.field(default=True, compare=False)
     device: str | None = dataclasses.field(default=None, compare=False)
@@ -366,7 +323,7 @@ class Rareness(DatasetStep):
     def run(self, splits: DatasetDict, folder: Path, cache: Path) -> None:
         db = _training(splits, self.column, self.name)
         out, values = {}, {}
-        for split in [s for s in self.splits if s in splits]:
+        for split in [s for s in self.eval_splits if s in splits]:
             queries = read_annotations(splits[split], self.column, split)
             idx, cos = hybrid_topk(queries.features, queries.lengths, db.features, db.lengths, 1, 0.0,
                                    device=self.device)
@@ -380,7 +337,7 @@ class Rareness(DatasetStep):
                                   "rareness": Value("float32"), "nearest_id": Value("string"),
                                   "nearest_annotation": Value("int32"), "nearest_caption": Value("string")}))
             self.counters[f"{split}_annotations"] += len(j)
-        _save(out, folder)
+        _save(out, folder)  # no evaluation split built: an empty folder with an empty summary
         summary = {split: {"count": int(len(v)), "mean": float(v.mean()), "median": float(np.median(v)),
                            "p95": float(np.quantile(v, 0.95)), "max": float(v.max())}
                    for split, v in values.items() if len(v)}
@@ -393,6 +350,9 @@ def _save(splits: dict[str, Dataset], folder: Path) -> None:
     """A DatasetDict under `folder` (`load_from_disk(folder)`), without a progress bar per split."""
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+    folder.mkdir(parents=True, exist_ok=True)
+    if not splits:
+        return
     was_disabled = are_progress_bars_disabled()
     disable_progress_bars()
     try:
@@ -534,9 +494,9 @@ def _fill_missing(indices: np.ndarray, split: str) -> np.ndarray:
 
 
 def _motion_chunks(data: Dataset, db: Annotations, max_length: int, batch_size: int):
-    ann = 0
+    ann, data = 0, data.select_columns(["motion"]).with_format("numpy")
     for start in range(0, len(data), batch_size):
-        batch = data.select_columns(["motion"]).with_format("numpy")[start : start + batch_size]["motion"]
+        batch = data[start : start + batch_size]["motion"]
         rows = []
         for offset, motion in enumerate(batch):
             while ann < len(db.row) and db.row[ann] == start + offset:
@@ -550,8 +510,9 @@ def _motion_chunks(data: Dataset, db: Annotations, max_length: int, batch_size: 
 
 
 def _token_chunks(data: Dataset, token_column: str, batch_size: int):
+    data = data.select_columns([token_column]).with_format("arrow")
     for start in range(0, len(data), batch_size):
-        table = data.select_columns([token_column]).with_format("arrow")[start : start + batch_size]
+        table = data[start : start + batch_size]
         per_annotation = table.column(token_column).combine_chunks().flatten()
         if len(per_annotation) and set(per_annotation.value_lengths().to_numpy(zero_copy_only=False)) != {77}:
             raise ValueError(f"{token_column}: token sequences of rows {start}.. are not all 77 long (CLIP)")

@@ -128,10 +128,12 @@ class ClipEncoder:
 
     def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths: less to trim
         with torch.inference_mode():
             for start in _device_batches(len(texts), batch_size):
-                tokens = self.tokenize(texts[start : start + batch_size]).to(self.device)
-                out[start : start + len(tokens)] = self._pooled_trimmed(tokens).float().cpu().numpy()
+                index = order[start : start + batch_size]
+                tokens = self.tokenize([texts[i] for i in index]).to(self.device)
+                out[index] = self._pooled_trimmed(tokens).float().cpu().numpy()
         return out
 
     def encode_tokens(self, texts: list[str], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -254,7 +256,6 @@ class MiniLMEncoder:
     token_dim = 384
 
     def __init__(self, checkpoint: str | None, device: str):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder; never ask the hub
         folder = Path(checkpoint) if checkpoint else _bundled_minilm()
         if not (folder / "modules.json").is_file():
             raise TextEncoderError(f"MiniLM model folder {folder} has no modules.json (a sentence-transformers folder)")
@@ -265,7 +266,8 @@ class MiniLMEncoder:
             transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar per worker
         except (ImportError, AttributeError):
             pass
-        self.model = st.SentenceTransformer(str(folder), device=device, local_files_only=True)
+        with _hub_offline():  # a local folder: never ask the hub
+            self.model = st.SentenceTransformer(str(folder), device=device, local_files_only=True)
         self.model.eval()
         self.device = torch.device(device)
         self.max_tokens = int(self.model.max_seq_length)
@@ -311,6 +313,23 @@ class MiniLMEncoder:
     def encode_tokens(self, texts: list[str], batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         _, seq, mask = self.encode_all(texts, batch_size)
         return seq, mask
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """HF_HUB_OFFLINE=1 for the duration (the variable and huggingface_hub's copy read at import)."""
+    import huggingface_hub.constants as hub
+
+    previous_env, previous_flag = os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], hub.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = previous_flag
+        if previous_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous_env
 
 
 def _bundled_minilm() -> Path:

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from datasets import Features, List, Value
+from datasets import Dataset, Features, List, Value
 
 from datasets_build.cache import RowCache
 from processors.base import Batch, MissingDependency, Processor, stable_hash
-from processors.text_encoders import ENCODERS, load_text_encoder
 
-_DIMS = {"clip": (512, 512), "clip-random": (512, 512), "minilm": (384, 384)}
+_ENCODERS = ("clip", "clip-random", "minilm")  # as in processors.text_encoders (not imported: torch)
 _NEEDS = {  # module -> pip package
     "clip": {"torch": "torch", "open_clip": "open_clip_torch"},
     "minilm": {"torch": "torch", "sentence_transformers": "sentence-transformers",
@@ -58,8 +57,8 @@ class TextFeatures(Processor):
     checkpoint_signature: str = dataclasses.field(default="", init=False)
 
     def __post_init__(self) -> None:
-        if self.encoder not in ENCODERS:
-            raise ValueError(f"TextFeatures: unknown encoder {self.encoder!r}; choose one of {', '.join(ENCODERS)}")
+        if self.encoder not in _ENCODERS:
+            raise ValueError(f"TextFeatures: unknown encoder {self.encoder!r}; choose one of {', '.join(_ENCODERS)}")
         if not self.column.endswith("_features"):
             raise ValueError(f"TextFeatures: column {self.column!r} must end with '_features'")
         if self.checkpoint and self.encoder != "clip-random" and os.path.exists(self.checkpoint):
@@ -91,7 +90,8 @@ class TextFeatures(Processor):
         needs = _NEEDS["minilm" if self.encoder == "minilm" else "clip"]
         missing = [package for module, package in needs.items() if importlib.util.find_spec(module) is None]
         if missing:
-            raise MissingDependency(f"text encoder {self.encoder!r} needs: pip install {' '.join(missing)}")
+            raise MissingDependency(f"text encoder {self.encoder!r} needs {', '.join(missing)}: "
+                                    "pip install -e '.[retrieval]'")
 
     def __call__(self, batch: Batch) -> Batch:
         captions = [[a["caption"] for a in annotations] for annotations in batch["annotations"]]
@@ -107,6 +107,8 @@ class TextFeatures(Processor):
     def features_for(self, texts: list[str]) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, int]]]:
         """Pooled features and, when configured, (token sequence, real-token count) of distinct
         texts, from the cache or computed in batches; counts `texts_cached` / `texts_computed`."""
+        from processors.text_encoders import load_text_encoder  # torch: only where features are made
+
         encoder = load_text_encoder(self.encoder, self.checkpoint, self.device)
         kinds = ["pooled"] + ([self._token_kind()] if self.token_features else [])
         keys = {(kind, text): stable_hash([encoder.identity, kind, text]) for kind in kinds for text in texts}
@@ -154,3 +156,51 @@ class TextFeatures(Processor):
         if key not in _CACHES:
             _CACHES[key] = RowCache(Path(path))
         return _CACHES[key]
+
+
+# Reading the features back, one entry per annotation (retrieval, rareness, export).
+
+
+@dataclasses.dataclass
+class Annotations:
+    """One entry per annotation of a split, in row order then annotation order."""
+
+    ids: np.ndarray  # (n,) motion id (str objects)
+    index: np.ndarray  # (n,) int32 position in the row's `annotations`
+    row: np.ndarray  # (n,) int64 row of the split
+    starts: np.ndarray  # (n,) int64 first frame of the annotation
+    lengths: np.ndarray  # (n,) int64 frames of the annotation (a sub-clip: its own range)
+    captions: list[str]
+    features: np.ndarray  # (n, dim) float32, as stored (not normalised)
+
+    @property
+    def keys(self) -> list[str]:
+        return [f"{i}#{a}" for i, a in zip(self.ids, self.index)]
+
+
+def read_annotations(split: Dataset, column: str = "text_features", name: str = "split") -> Annotations:
+    """The annotations of a built split with their `column` features (one vector per annotation)."""
+    if column not in split.column_names:
+        raise ValueError(f"{name}: no column {column!r}; build with TextFeatures (column={column!r}) first")
+    table = split.select_columns(["id", "annotations", column]).with_format("arrow")[:]
+    anns = table.column("annotations").combine_chunks()
+    feats = table.column(column).combine_chunks()
+    counts = anns.value_lengths().to_numpy(zero_copy_only=False)
+    if not np.array_equal(counts, feats.value_lengths().to_numpy(zero_copy_only=False)):
+        row = int(np.argmax(counts != feats.value_lengths().to_numpy(zero_copy_only=False)))
+        raise ValueError(f"{name} row {row} (id {table.column('id')[row]}): {column} has not one vector per annotation")
+    flat, vectors = anns.flatten(), feats.flatten()
+    sizes = vectors.value_lengths().to_numpy(zero_copy_only=False)
+    dim = int(sizes[0]) if len(sizes) else 0
+    if len(sizes) and (sizes != dim).any():
+        raise ValueError(f"{name}: {column} vectors have different sizes {sorted(set(sizes.tolist()))[:4]}")
+    rows = np.repeat(np.arange(len(counts)), counts)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])) if len(counts) else np.zeros(0, np.int64)
+    ids = np.asarray(table.column("id").to_pylist(), dtype=object)
+    first = flat.field("start_frame").to_numpy(zero_copy_only=False).astype(np.int64)
+    return Annotations(
+        ids=ids[rows], index=(np.arange(len(rows)) - np.repeat(starts, counts)).astype(np.int32), row=rows,
+        starts=first, lengths=flat.field("end_frame").to_numpy(zero_copy_only=False).astype(np.int64) - first,
+        captions=flat.field("caption").to_pylist(),
+        features=vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(rows), dim),
+    )

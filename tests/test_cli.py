@@ -44,3 +44,23 @@ def test_kitml_sample_and_limit(tmp_path):
     ds = datasets.load_from_disk(str(tmp_path / "kit"))
     assert ds["train"].num_rows == 2 and ds["train"][0]["fps"] == 12.5
     assert ds["train"].features["motion"].shape == (None, 251)
+
+
+def test_remodiffuse_recipe_writes_neighbours_rareness_and_an_npz(tmp_path):
+    env = {"DATASETS_BUILD_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "rmd"
+    result = _cli("remodiffuse", "--source", "sample", "--sample-motions", "20", "--out", out,
+                  "--text-encoder", "clip-random", "--quiet", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "retrieval_neighbours:" in result.stdout and "rareness:" in result.stdout
+    neighbours = datasets.load_from_disk(str(out / "retrieval_neighbours"))
+    train = datasets.load_from_disk(str(out))["train"]
+    assert neighbours["train"].num_rows == sum(len(a) for a in train["annotations"])
+    assert set(datasets.load_from_disk(str(out / "rareness"))) == {"val", "test"}
+    refused = _cli("export-remodiffuse", out, "--out", tmp_path / "db.npz")
+    assert refused.returncode == 1 and "needs CLIP ViT-B/32" in refused.stderr and "Traceback" not in refused.stderr
+    assert _cli("export-remodiffuse", out, "--out", tmp_path / "db.npz", "--any-encoder").returncode == 0
+    import numpy as np
+
+    with np.load(tmp_path / "db.npz") as db:
+        assert db["motions"].shape[1:] == (196, 263) and db["clip_seq_features"].shape[1:] == (77, 512)

@@ -91,7 +91,8 @@ def test_killed_build_resumes_without_paying_twice(tmp_path):
         with sqlite3.connect(out / ".cache" / "llm.sqlite") as db:
             cached = {json.dumps(json.loads(r)["messages"], sort_keys=True)
                       for (r,) in db.execute("SELECT request FROM responses")}
-        assert 30 <= len(cached) < killed_at + 1 and not (out / "build.json").exists()
+        # answers in flight at the kill may be lost (sent, not yet stored): those are asked again
+        assert 20 <= len(cached) <= killed_at and not (out / "build.json").exists()
         again = _run(_command(root, out, server, "--llm-concurrency", "4"))
         assert again.returncode == 0, again.stderr
     resent = [e for e in server.log[killed_at:] if json.dumps(e["messages"], sort_keys=True) in cached]

@@ -17,7 +17,8 @@ LINE = "a person walks#a/DET person/NOUN walk/VERB#{}#{}"
 CRAFTED = {
     "100000": (39, [LINE.format(0.0, 0.0)]),
     "100001": (40, [LINE.format("nan", 0.0), LINE.format(0.0, 1.95)]),
-    "100002": (199, [LINE.format(0.0, 0.0), LINE.format(0.0, 1.95), LINE.format(0.0, 2.0), LINE.format(0.05, 10.0), LINE.format(1.0, 2.0)]),
+    "100002": (199, [LINE.format(0.0, 0.0), LINE.format(0.0, 1.95), LINE.format(0.0, 2.0), LINE.format(0.05, 10.0),
+                     LINE.format(1.0, 2.0)]),
     "100003": (200, [LINE.format(0.0, 0.0), LINE.format(1.0, 5.0)]),
     "100004": (43, ["the man jumps#the/DET man/NOUN jump/VERB#0.0#0.0", LINE.format(0.0, 0.0),
                     "someone waves#someone/PRON wave/VERB#0.0#0.0"]),
@@ -174,12 +175,13 @@ def test_dataset_pickles_small_and_reopens(crafted):
         assert np.array_equal(a["motion"], b["motion"]) and a["caption"] == b["caption"] and a["name"] == b["name"]
 
 
-def test_multi_worker_loader_serves_every_sample(crafted):
-    # (fork workers; spawn/forkserver workers unpickle the dataset, covered by the pickle test above)
+@pytest.mark.parametrize("context,workers", [(None, 2), ("spawn", 1)])
+def test_multi_worker_loader_serves_every_sample(crafted, context, workers):
+    # fork workers share the parent's map; a spawned worker unpickles the index and maps the files
     _, out, _ = crafted
     ds = MotionDataset(out, "train", stats=None, options=DataOptions(random_crop=False, caption="first"))
-    loader = make_loader(ds, batch_size=4, shuffle=False, num_workers=2, drop_last=False,
-                         persistent_workers=False, prefetch_factor=2)
+    loader = make_loader(ds, batch_size=4, shuffle=False, num_workers=workers, drop_last=False,
+                         multiprocessing_context=context, persistent_workers=False, prefetch_factor=2)
     batches = list(loader)
     names = [n for b in batches for n in b["name"]]
     assert names == [ds.name(i) for i in range(len(ds))]

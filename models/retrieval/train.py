@@ -135,7 +135,7 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"], state["step"]
-    record = encoder_record(text_encoder, cfg.text_encoder_checkpoint if not state else state["text_encoder"]["checkpoint"])
+    record = encoder_record(text_encoder, state["text_encoder"]["checkpoint"] if state else cfg.text_encoder_checkpoint)
     loader = make_loader(train_set, min(cfg.batch_size, len(train_set)), shuffle=True, num_workers=cfg.num_workers,
                          pin_memory=device.type == "cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast(
