@@ -59,8 +59,6 @@ def stage_ours(root: Path, out: Path, num_proc: int | None) -> dict:
 
 
 def stage_naive(root: Path, out: Path) -> dict:
-    import datasets
-
     # It holds everything in memory several times over: cap it so it fails alone instead of
     # waking the kernel's OOM killer on a 24 GB machine.
     limit = NAIVE_MEMORY_LIMIT_GB * 1024**3
@@ -171,7 +169,7 @@ def main() -> None:
     fb = results["first_batch"]
     print(f"\nload_from_disk: {fb['load_s'] * 1000:.0f} ms; first batch of 64 random 196-frame crops: "
           f"{fb['first_batch_s'] * 1000:.0f} ms")
-    print(f"targets: (b) <= 1.5x (a) wall time; (b) peak RSS < 1500 MB (main process plus each worker)")
+    print("targets: (b) <= 1.5x (a) wall time; (b) peak RSS < 1500 MB (main process plus each worker)")
 
 
 if __name__ == "__main__":

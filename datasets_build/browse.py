@@ -85,7 +85,7 @@ def stats(built: Path, out: Path) -> str:
     columns = {split: table.select_columns(["length", "annotations"]).to_dict() for split, table in ds.items()}
     files = plot_stats(columns, SPECS[dataset].fps, f"{SPECS[dataset].title} ({Path(built).name})", out)
     if (Path(built) / "rareness" / "dataset_dict.json").is_file():  # a remodiffuse build
-        from processors.retrieval import plot_rareness
+        from processors.rareness import plot_rareness
 
         rareness = datasets.load_from_disk(str(Path(built) / "rareness"))
         files.append(plot_rareness({s: t["rareness"] for s, t in rareness.items()}, Path(out) / "rareness.png"))

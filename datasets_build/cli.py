@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             print(export_fine(args.built, args.out))
             return 0
         if args.command == "export-remodiffuse":
-            from processors.retrieval import export_remodiffuse
+            from processors.remodiffuse_export import export_remodiffuse
 
             try:
                 written = export_remodiffuse(args.built, args.out, require_clip=not args.any_encoder)

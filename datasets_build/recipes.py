@@ -36,7 +36,8 @@ def _fine_steps(args: argparse.Namespace, out: Path) -> tuple[tuple[Processor, .
 
 
 def _remodiffuse(args: argparse.Namespace, out: Path) -> tuple[tuple[Processor, ...], tuple[DatasetStep, ...]]:
-    from processors.retrieval import Rareness, RetrievalNeighbours
+    from processors.rareness import Rareness
+    from processors.retrieval import RetrievalNeighbours
 
     neighbours = RetrievalNeighbours(k=args.k, lam=args.lam, exclude_mirror=not args.keep_mirrors,
                                      reference_mode=args.reference_retrieval)

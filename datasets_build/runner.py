@@ -23,7 +23,7 @@ from datasets import Features
 from tqdm.auto import tqdm
 
 from datasets_build import outputs
-from datasets_build.arrow_io import ShardWriter, batch_table, finish_split_dir, write_dataset_dict_json
+from datasets_build.arrow_io import ShardWriter, batch_table, finish_split_dir
 from datasets_build.cache import RowCache
 from datasets_build.release import (
     SPECS, SPLITS, MotionRecord, Release, ReleaseError, Rejection, check_id, open_release, read_motion,

@@ -84,8 +84,8 @@ class FineSteps(Processor):
 
     def _asks(self, batch: Batch, prompt) -> list[_Ask]:
         asks = []
-        for mirrored, annotations in zip(batch["mirrored"], batch["annotations"]):
-            for annotation in annotations:
+        for mirrored, row in zip(batch["mirrored"], batch["annotations"]):
+            for annotation in row:
                 derive = bool(mirrored) and self.mirror_from_base
                 caption = mirror_text(annotation["caption"]) if derive else annotation["caption"]
                 messages = [(m["role"], m["content"]) for m in prompt.messages(caption=caption)]
@@ -119,7 +119,7 @@ class FineSteps(Processor):
             self.counters["mirror_derived"] += ask.mirrored
         self.counters.update({f"llm_{k}": v - before.get(k, 0) for k, v in engine.counters.items()})
         results = iter(self._result(ask, prompt.version) for ask in asks)
-        return {"fine": [[next(results) for _ in annotations] for annotations in batch["annotations"]]}
+        return {"fine": [[next(results) for _ in row] for row in batch["annotations"]]}
 
     def _result(self, ask: _Ask, prompt_version: str) -> dict[str, Any]:
         swap = mirror_text if ask.mirrored else (lambda text: text)

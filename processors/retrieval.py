@@ -1,4 +1,4 @@
-"""ReMoDiffuse-style retrieval over text features: neighbours, rareness, and the model's database file.
+"""ReMoDiffuse-style retrieval over text features: exact hybrid top-k and the neighbours step.
 
 Score of database annotation i for a query (feature f_q, length L):
 
@@ -9,19 +9,15 @@ bounded by `max_block_bytes`), never returning the query's own motion and, optio
 (`M<id>` <-> `<id>`), or, in the reference's way, skipping candidates of equal length instead.
 Lengths are annotation frame counts (a sub-clip: its own range).
 
-Dataset steps (run after the splits are written; read `text_features` and `annotations`):
-- `RetrievalNeighbours`: every annotation of every split against all training annotations ->
-  `<out>/retrieval_neighbours/{train,val,test}`.
-- `Rareness`: 1 - max cosine to any training caption for val/test annotations ->
-  `<out>/rareness/{val,test}`, `rareness.png`, `summary.json`.
-`export_remodiffuse` writes ReMoDiffuse's database file (`t2m_text_train.npz`) from a build.
+`RetrievalNeighbours` (a dataset step, reads `text_features` and `annotations`): every annotation
+of every split against all training annotations -> `<out>/retrieval_neighbours/{train,val,test}`.
+Rareness lives in `processors.rareness`, the ReMoDiffuse database file in
+`processors.remodiffuse_export`.
 """
-
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -32,9 +28,8 @@ from processors.base import DatasetStep, MissingDependency
 from processors.text_features import Annotations, read_annotations
 
 __all__ = [
-    "Annotations", "RetrievalNeighbours", "Rareness", "balanced_mean", "export_remodiffuse", "hybrid_topk",
-    "length_weights", "mirror_id", "motion_groups", "plot_rareness", "read_annotations", "tail_mean",
-    "verified_topk",
+    "Annotations", "RetrievalNeighbours", "hybrid_topk", "length_weights", "mirror_id", "motion_groups",
+    "read_annotations", "verified_topk",
 ]
 
 FAISS_PIP = "pip install faiss-cpu  (or faiss-gpu-cu12 on a CUDA machine)"
@@ -302,50 +297,6 @@ class RetrievalNeighbours(DatasetStep):
         _save(out, folder)
 
 
-@dataclasses.dataclass(frozen=True)
-class Rareness(DatasetStep):
-    """r = 1 - max cosine to any training caption, per annotation of the evaluation splits."""
-
-    name: ClassVar[str] = "rareness"
-    version: ClassVar[str] = "1"
-    requires: ClassVar[tuple[str, ...]] = ("torch",)
-    extra: ClassVar[str] = "retrieval"
-
-    eval_splits: tuple[str, ...] = ("val", "test")
-    column: str = "text_features"
-    plot: bool = dataclasses.field(default=True, compare=False)
-    device: str | None = dataclasses.field(default=None, compare=False)
-
-    @property
-    def inputs(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("id", "annotations", self.column)
-
-    def run(self, splits: DatasetDict, folder: Path, cache: Path) -> None:
-        db = _training(splits, self.column, self.name)
-        out, values = {}, {}
-        for split in [s for s in self.eval_splits if s in splits]:
-            queries = read_annotations(splits[split], self.column, split)
-            idx, cos = hybrid_topk(queries.features, queries.lengths, db.features, db.lengths, 1, 0.0,
-                                   device=self.device)
-            values[split] = np.clip(1.0 - cos[:, 0], 0.0, 2.0).astype(np.float32)
-            j = idx[:, 0]
-            out[split] = Dataset.from_dict({
-                "id": list(queries.ids), "annotation": queries.index, "caption": queries.captions,
-                "rareness": values[split], "nearest_id": [db.ids[i] for i in j],
-                "nearest_annotation": db.index[j], "nearest_caption": [db.captions[i] for i in j],
-            }, features=Features({"id": Value("string"), "annotation": Value("int32"), "caption": Value("string"),
-                                  "rareness": Value("float32"), "nearest_id": Value("string"),
-                                  "nearest_annotation": Value("int32"), "nearest_caption": Value("string")}))
-            self.counters[f"{split}_annotations"] += len(j)
-        _save(out, folder)  # no evaluation split built: an empty folder with an empty summary
-        summary = {split: {"count": int(len(v)), "mean": float(v.mean()), "median": float(np.median(v)),
-                           "p95": float(np.quantile(v, 0.95)), "max": float(v.max())}
-                   for split, v in values.items() if len(v)}
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-        if self.plot and values and importlib.util.find_spec("matplotlib") is not None:
-            plot_rareness(values, folder / "rareness.png")
-
-
 def _save(splits: dict[str, Dataset], folder: Path) -> None:
     """A DatasetDict under `folder` (`load_from_disk(folder)`), without a progress bar per split."""
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
@@ -360,188 +311,3 @@ def _save(splits: dict[str, Dataset], folder: Path) -> None:
     finally:
         if not was_disabled:
             enable_progress_bars()
-
-
-# ----------------------------------------------------------------------------------------------
-# Rareness-aware metrics
-
-
-def _checked(metric: Sequence[float], rareness: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    m, r = np.asarray(metric, np.float64).reshape(-1), np.asarray(rareness, np.float64).reshape(-1)
-    if len(m) != len(r) or not len(m):
-        raise ValueError(f"need as many metric values as rareness values (non-empty), got {len(m)} and {len(r)}")
-    bad = ~(np.isfinite(m) & np.isfinite(r))
-    if bad.any():
-        raise ValueError(f"{int(bad.sum())} non-finite metric/rareness values (first at {int(np.argmax(bad))})")
-    return m, r
-
-
-def tail_mean(metric: Sequence[float], rareness: Sequence[float], fraction: float = 0.05) -> float:
-    """Mean metric over the rarest `fraction` of prompts (at least one; ties by input order)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    m, r = _checked(metric, rareness)
-    count = max(1, int(np.ceil(fraction * len(m) - 1e-9)))
-    return float(m[np.argsort(-r, kind="stable")[:count]].mean())
-
-
-def balanced_mean(metric: Sequence[float], rareness: Sequence[float], bins: int = 100) -> float:
-    """Mean over equal-width rareness bins (min..max) of the per-bin mean metric; empty bins skipped."""
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
-    m, r = _checked(metric, rareness)
-    lo, hi = r.min(), r.max()
-    which = np.zeros(len(r), np.int64) if hi == lo else np.minimum(((r - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
-    sums, counts = np.bincount(which, m, bins), np.bincount(which, minlength=bins)
-    return float((sums[counts > 0] / counts[counts > 0]).mean())
-
-
-def plot_rareness(values_by_split: dict[str, Sequence[float]], out_png: str | Path, bins: int = 50) -> Path:
-    """Histogram of rareness per split into a PNG (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for split, v in values_by_split.items():
-        v = np.asarray(v, np.float64)
-        axes.hist(v, bins=bins, alpha=0.6, label=f"{split} (n={len(v)}, mean {v.mean():.3f})" if len(v) else split)
-    axes.set(xlabel="rareness = 1 - max cosine to a training caption", ylabel="annotations")
-    axes.legend()
-    figure.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# ReMoDiffuse's database file
-
-
-def export_remodiffuse(built_dir: str | Path, out_file: str | Path, *, column: str = "text_features",
-                       max_length: int = 196, index_k: int = 4, lam: float = 0.1, exclude_mirror: bool = True,
-                       test_split: str = "test", require_clip: bool = True, batch_size: int = 64) -> dict:
-    """Write ReMoDiffuse's retrieval database (`t2m_text_train.npz` / `kit_text_train.npz`).
-
-    Needs a build with `TextFeatures(encoder="clip", token_features=True)` (OpenAI CLIP ViT-B/32:
-    the features ReMoDiffuse's model was trained with; `require_clip=False` accepts clip-random).
-    One entry per training annotation, in row then annotation order: text_features (N, 512),
-    captions (N,), motions (N, max_length, D) float32 (the annotation's frames, cut at max_length,
-    zero-padded), m_lengths (N,), clip_seq_features (N, 77, 512) float32; train_indexes (N, index_k)
-    = hybrid neighbours of each entry (own motion and mirror excluded), test_indexes (M, index_k) for
-    the `test_split` annotations; train_keys / test_keys (`<id>#<annotation>`) name the rows.
-    Streams the arrays into the file: memory stays at one batch of motions.
-    """
-    import datasets
-
-    built, out = Path(built_dir), Path(out_file)
-    splits = datasets.load_from_disk(str(built))
-    encoder = _encoder_of(built, column)
-    if require_clip and encoder != "clip":
-        raise ValueError(f"{built}: {column!r} was made by encoder {encoder!r}; ReMoDiffuse needs CLIP ViT-B/32 "
-                         "features (rebuild with --text-encoder clip --clip-checkpoint FILE, token features on)")
-    db = _training(splits, column, "export_remodiffuse")
-    token_column = column.removesuffix("_features") + "_token_features"
-    if db.features.shape[1] != 512 or token_column not in splits["train"].column_names:
-        raise ValueError(f"{built}: need 512-d {column!r} and {token_column!r} (77 x 512) columns; found "
-                         f"{db.features.shape[1]}-d features and columns {splits['train'].column_names}")
-    m_lengths = np.minimum(db.lengths, max_length)
-    groups, db_groups = motion_groups(db.ids, db.ids, exclude_mirror)
-    train_idx, _ = hybrid_topk(db.features, m_lengths, db.features, m_lengths, index_k, lam,
-                               query_groups=groups, db_groups=db_groups)
-    test = read_annotations(splits[test_split], column, test_split) if test_split in splits else None
-    test_idx = np.zeros((0, index_k), np.int64)
-    if test is not None and len(test.ids):
-        groups, db_groups = motion_groups(test.ids, db.ids, exclude_mirror)
-        test_idx, _ = hybrid_topk(test.features, test.lengths, db.features, m_lengths, index_k, lam,
-                                  query_groups=groups, db_groups=db_groups)
-    train_data = splits["train"]
-    width = train_data.features["motion"].shape[1]
-    _write_npz(out, {
-        "text_features": db.features, "captions": np.asarray(db.captions, dtype=str),
-        "motions": ((len(db.ids), max_length, width), np.float32,
-                    _motion_chunks(train_data, db, max_length, batch_size)),
-        "m_lengths": m_lengths.astype(np.int64),
-        "clip_seq_features": ((len(db.ids), 77, 512), np.float32,
-                              _token_chunks(train_data, token_column, batch_size)),
-        "train_indexes": _fill_missing(train_idx, "train"), "test_indexes": _fill_missing(test_idx, test_split),
-        "train_keys": np.asarray(db.keys, dtype=str), "test_keys": np.asarray(test.keys if test else [], dtype=str),
-    })
-    return {"file": str(out), "entries": len(db.ids), "test_entries": len(test_idx), "encoder": encoder}
-
-
-def _encoder_of(built: Path, column: str) -> str | None:
-    record = json.loads((built / "build.json").read_text()) if (built / "build.json").is_file() else {}
-    for processor in record.get("processors", []):
-        config = processor.get("config", {})
-        if processor.get("name") == "text_features" and config.get("column", "text_features") == column:
-            return config.get("encoder")
-    return None
-
-
-def _fill_missing(indices: np.ndarray, split: str) -> np.ndarray:
-    """ReMoDiffuse indexes with these directly: repeat the last neighbour found instead of -1."""
-    out = indices.copy()
-    for row in np.flatnonzero((out < 0).any(axis=1)):
-        found = out[row][out[row] >= 0]
-        if not len(found):
-            raise ValueError(f"{split} annotation {row} has no retrievable training annotation")
-        out[row, len(found):] = found[-1]
-    return out
-
-
-def _motion_chunks(data: Dataset, db: Annotations, max_length: int, batch_size: int):
-    ann, data = 0, data.select_columns(["motion"]).with_format("numpy")
-    for start in range(0, len(data), batch_size):
-        batch = data[start : start + batch_size]["motion"]
-        rows = []
-        for offset, motion in enumerate(batch):
-            while ann < len(db.row) and db.row[ann] == start + offset:
-                piece = np.asarray(motion, np.float32)[db.starts[ann] : db.starts[ann] + db.lengths[ann]][:max_length]
-                padded = np.zeros((max_length, piece.shape[1]), np.float32)
-                padded[: len(piece)] = piece
-                rows.append(padded)
-                ann += 1
-        if rows:
-            yield np.stack(rows)
-
-
-def _token_chunks(data: Dataset, token_column: str, batch_size: int):
-    data = data.select_columns([token_column]).with_format("arrow")
-    for start in range(0, len(data), batch_size):
-        table = data[start : start + batch_size]
-        per_annotation = table.column(token_column).combine_chunks().flatten()
-        if len(per_annotation) and set(per_annotation.value_lengths().to_numpy(zero_copy_only=False)) != {77}:
-            raise ValueError(f"{token_column}: token sequences of rows {start}.. are not all 77 long (CLIP)")
-        values = per_annotation.flatten().flatten().to_numpy(zero_copy_only=False)
-        yield values.astype(np.float32).reshape(len(per_annotation), 77, -1)
-
-
-def _write_npz(path: Path, arrays: dict) -> None:
-    """np.savez's format, written member by member; (shape, dtype, chunks) members are streamed."""
-    import zipfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for name, value in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
-                if isinstance(value, np.ndarray):
-                    np.lib.format.write_array(handle, value, allow_pickle=False)
-                    continue
-                shape, dtype, chunks = value
-                np.lib.format.write_array_header_1_0(handle, {
-                    "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape})
-                rows = 0
-                for chunk in chunks:
-                    chunk = np.ascontiguousarray(chunk, dtype)
-                    if chunk.shape[1:] != shape[1:]:
-                        raise ValueError(f"{name}: chunk of shape {chunk.shape}, expected (*, {shape[1:]})")
-                    handle.write(chunk.tobytes())
-                    rows += len(chunk)
-                if rows != shape[0]:
-                    raise ValueError(f"{name}: wrote {rows} rows, expected {shape[0]}")
-    partial.replace(path)

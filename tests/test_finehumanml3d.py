@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import datasets
-import pytest
 
 from chat_server import ChatServer, caption_of
 from datasets_build.captions import mirror_text

@@ -14,9 +14,10 @@ import pytest
 from conftest import run_build
 from datasets_build.synthetic import write_synthetic_release
 from processors.base import MissingDependency
+from processors.rareness import Rareness, balanced_mean, plot_rareness, tail_mean
+from processors.remodiffuse_export import export_remodiffuse
 from processors.retrieval import (
-    Rareness, RetrievalNeighbours, balanced_mean, export_remodiffuse, hybrid_topk, mirror_id, motion_groups,
-    plot_rareness, read_annotations, tail_mean, verified_topk,
+    RetrievalNeighbours, hybrid_topk, mirror_id, motion_groups, read_annotations, verified_topk,
 )
 from processors.text_features import TextFeatures
 
