@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/llm_throughput.py
 
 1. 5,000 captions, concurrency 64: requests per second of the engine alone, and of the
-   fine-steps processor fed in batches of 64 motions (3 captions each) as a build feeds it,
+   fine-steps processor fed in batches of 256 motions (3 captions each) as an LLM recipe feeds it,
    against the server's capacity (concurrency / latency = 640 requests/s).
 2. Warm cache: 44,970 captions (HumanML3D's count) whose answers are all cached, through the
    fine-steps processor (cache look-ups, checks, output rows): wall time, no request sent.
@@ -36,8 +36,8 @@ def _serve(latency: float, pipe) -> None:
         pipe.send(len(server.log))
 
 
-def _batches(captions: list[str], per_row: int = 3, rows: int = 64):
-    """Batches shaped like a build's: `rows` motions of `per_row` annotations."""
+def _batches(captions: list[str], per_row: int = 3, rows: int = 256):
+    """Batches shaped like a build's: `rows` motions (LLM recipes feed 256) of `per_row` annotations."""
     step = per_row * rows
     for start in range(0, len(captions), step):
         chunk = captions[start : start + step]
@@ -91,7 +91,7 @@ def main() -> None:
     server.join(5)
     print(f"server: {LATENCY * 1000:.0f} ms latency, concurrency {CONCURRENCY}: capacity {capacity:.0f} requests/s")
     print(f"engine alone, 5,000 requests:            {engine_rate:6.0f} requests/s = {engine_rate / capacity:.0%} of capacity")
-    print(f"fine-steps processor, batches of 64 rows: {processor_rate:6.0f} requests/s = {processor_rate / capacity:.0%} "
+    print(f"fine-steps processor, 256-row batches:    {processor_rate:6.0f} requests/s = {processor_rate / capacity:.0%} "
           f"of capacity ({sent:,} sent)")
     print(f"warm re-run, 44,970 cached captions:     {warm_seconds:6.1f} s, {checked:,} checked, "
           f"{engine.counters['sent']} requests sent; server saw {served:,} requests in all")
