@@ -100,11 +100,14 @@ class ResponseCache:
         return found
 
     def put(self, key: str, request: ChatRequest, config: LLMConfig, result: ChatResult) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, config.model, request.prompt_version, json.dumps(request.body(config)), result.text,
-             json.dumps(result.usage), time.time()),
-        )
+        self.store(key, config.model, request.prompt_version, json.dumps(request.body(config)), result.text,
+                   result.usage)
+
+    def store(self, key: str, model: str, prompt_version: str, request: str, text: str,
+              usage: dict[str, int]) -> None:
+        """One answer row; `request` is the request body as JSON ("" when unknown, e.g. a batch import)."""
+        self.db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (key, model, prompt_version, request, text, json.dumps(usage), time.time()))
 
     def close(self) -> None:
         self.db.close()
@@ -275,11 +278,8 @@ def import_batch(path: str | os.PathLike, engine: LLMEngine) -> tuple[int, list[
             problems.append(f"{path} line {number}: {entry.get('error') or 'no text'} ({entry.get('custom_id')})")
             continue
         usage = body.get("usage") or {}
-        engine.cache.db.execute(
-            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, body.get("model", engine.config.model), "", "", text,
-             json.dumps({"prompt_tokens": usage.get("prompt_tokens", 0),
-                         "completion_tokens": usage.get("completion_tokens", 0)}), time.time()),
-        )
+        engine.cache.store(key, body.get("model", engine.config.model), "", "", text,
+                           {"prompt_tokens": usage.get("prompt_tokens", 0),
+                            "completion_tokens": usage.get("completion_tokens", 0)})
         imported += 1
     return imported, problems
