@@ -23,7 +23,8 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from chat_server import ChatServer, fine_answer  # noqa: E402
 from datasets_build.llm import ChatRequest, ChatResult, LLMConfig, LLMEngine  # noqa: E402
-from processors.fine_steps import FineSteps, engine_for  # noqa: E402
+from processors.fine_steps import FineSteps  # noqa: E402
+from processors.llm_ask import engine_for  # noqa: E402
 from prompts import load_prompt  # noqa: E402
 
 LATENCY, CONCURRENCY = 0.1, 64
@@ -58,9 +59,10 @@ def main() -> None:
                            cache_path=str(Path(tmp) / "engine.sqlite"))
         requests = [ChatRequest(tuple((m["role"], m["content"]) for m in prompt.messages(caption=f"a person walks {i}")),
                                 prompt.version) for i in range(5000)]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         results = LLMEngine(config).run(requests)
         engine_rate = len(requests) / (time.perf_counter() - started)
+        engine_cpu = (time.process_time() - cpu) / len(requests)  # this process only: the server has its own
         assert all(r.text for r in results)
 
         fine = FineSteps(llm=LLMConfig(model="bench", base_url=base_url, concurrency=CONCURRENCY,
@@ -90,7 +92,8 @@ def main() -> None:
     served = parent.recv()
     server.join(5)
     print(f"server: {LATENCY * 1000:.0f} ms latency, concurrency {CONCURRENCY}: capacity {capacity:.0f} requests/s")
-    print(f"engine alone, 5,000 requests:            {engine_rate:6.0f} requests/s = {engine_rate / capacity:.0%} of capacity")
+    print(f"engine alone, 5,000 requests:            {engine_rate:6.0f} requests/s = {engine_rate / capacity:.0%} "
+          f"of capacity (client CPU {engine_cpu * 1000:.2f} ms/request)")
     print(f"fine-steps processor, 256-row batches:    {processor_rate:6.0f} requests/s = {processor_rate / capacity:.0%} "
           f"of capacity ({sent:,} sent)")
     print(f"warm re-run, 44,970 cached captions:     {warm_seconds:6.1f} s, {checked:,} checked, "

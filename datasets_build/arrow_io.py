@@ -123,3 +123,40 @@ def finish_split_dir(split_dir: Path, files: list[str], features: Features, spli
 
 def write_dataset_dict_json(out: Path, splits: Sequence[str]) -> None:
     (out / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}))
+
+
+def append_columns(split_dir: Path, values: dict[str, list[Any]], features: Features, fingerprint: str) -> None:
+    """Add columns to a split written by `finish_split_dir`, file by file (memory: one record batch).
+
+    `features` are the split's features after the addition; `values` hold one value per row, in
+    row order. Each file is rewritten next to itself and swapped in, so an interrupted append
+    leaves whole files (the build record, written last, tells a finished build from it).
+    """
+    state_path, info_path = split_dir / "state.json", split_dir / "dataset_info.json"
+    state = json.loads(state_path.read_text())
+    rows = 0
+    for entry in state["_data_files"]:
+        with pa.memory_map(str(split_dir / entry["filename"])) as source, pa.ipc.open_stream(source) as reader:
+            rows += sum(batch.num_rows for batch in reader)
+    wrong = {name: len(column) for name, column in values.items() if len(column) != rows}
+    if wrong:
+        raise ValueError(f"{split_dir}: columns with {wrong} values for a split of {rows} rows")
+    added = {name: column_array(column, features[name]) for name, column in values.items()}
+    schema = features.arrow_schema
+    offset = 0
+    for entry in state["_data_files"]:
+        path = split_dir / entry["filename"]
+        tmp = path.with_name(path.name + ".tmp")
+        with pa.memory_map(str(path)) as source, pa.ipc.open_stream(source) as reader, \
+                pa.ipc.new_stream(str(tmp), schema) as writer:
+            for batch in reader:
+                columns = {name: batch.column(name) for name in batch.schema.names}
+                columns.update({name: array.slice(offset, batch.num_rows) for name, array in added.items()})
+                writer.write_batch(pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema))
+                offset += batch.num_rows
+        os.replace(tmp, path)
+    state["_fingerprint"] = fingerprint
+    state_path.write_text(json.dumps(state, indent=2, sort_keys=True))
+    info = json.loads(info_path.read_text())
+    info["features"] = features.to_dict()
+    info_path.write_text(json.dumps(info, indent=2))

@@ -67,16 +67,19 @@ def show(built: Path, motion_id: str, out: Path, annotation: int | None = None) 
     render_motion(joints[start:end], dataset, out, f"{motion_id} ({split}): {title}", float(row["fps"]),
                   segments, frame_offset=start)
     lines = [f"wrote {out}: {motion_id} ({split}), frames {start}-{end} of {len(joints)}"]
+    if annotation is not None and row.get("subtexts"):
+        subtexts = row["subtexts"][annotation]
+        lines.append(f"  sub-texts ({subtexts['status']}): " + " | ".join(subtexts["texts"] or ["none"]))
     lines += [f"  segment {s.start + start}-{s.end + start}: {s.label}" for s in segments]
     return "\n".join(lines)
 
 
 def _segments(row: dict, annotation: int | None, start: int) -> list[Segment]:
-    """Segments to colour, relative to the drawn range: an annotation's `segments` (MATE's
-    segmentation step adds them: sub-texts with start/end frames), or none."""
-    if annotation is None:
+    """Segments to colour, relative to the drawn range: the annotation's entry of the
+    `segmentation` column (MATE's segmentation: sub-texts with absolute start/end frames), or none."""
+    if annotation is None or not row.get("segmentation"):
         return []
-    found = row["annotations"][annotation].get("segments") or []
+    found = row["segmentation"][annotation]["segments"] or []
     return [Segment(int(s["start_frame"]) - start, int(s["end_frame"]) - start, s.get("text", "")) for s in found]
 
 

@@ -47,7 +47,9 @@ def render(config: "BuildConfig", release: Release, features: datasets.Features,
         for p in config.processors
     ) or "- none: the release as read and validated"
     processors += "".join(
-        f"\n- dataset step `{s.name}` version {s.version}: writes `{s.name}/` next to the splits" for s in config.steps)
+        f"\n- dataset step `{s.name}` version {s.version}: writes `{s.name}/` next to the splits"
+        + (f" and adds {', '.join(f'`{c}`' for c in s.columns)}" if s.columns else "") for s in config.steps)
+    processors += "".join(f"\n\n{step.card_note}" for step in config.processors + config.steps if step.card_note)
     rejected_lines = "\n".join(f"- {reason}: {count:,}" for reason, count in rejected.items()) or "- none"
     stats = (
         "The release's `Mean.npy` / `Std.npy` are saved in `release_stats/` (one row, columns `mean` "
@@ -110,4 +112,7 @@ def _processor_doc(column: str, config: "BuildConfig") -> str:
     for processor in config.processors:
         if column in processor.outputs:
             return f"added by processor `{processor.name}` (version {processor.version})"
+    for step in config.steps:
+        if column in step.columns:
+            return f"added by dataset step `{step.name}` (version {step.version})"
     return ""

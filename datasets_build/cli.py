@@ -10,14 +10,15 @@ import sys
 from pathlib import Path
 
 from datasets_build.llm import LLMSetupError
-from datasets_build.llm_cli import batch_export, batch_import, dry_run, llm_session, redact_argv, with_base_url
+from datasets_build.llm_cli import (
+    batch_export, batch_import, dry_run, llm_session, redact_argv, uses_llm, with_base_url,
+)
 from datasets_build.outputs import summary
-from datasets_build.recipes import RECIPES
+from datasets_build.recipes import RECIPES, RecipeError
 from datasets_build.release import SPECS, SPLITS, ReleaseError
 from datasets_build.runner import BuildConfig, ProcessorError, StrictStop, build
 from datasets_build.sample import ensure_sample_release, write_sample_release
 from processors.base import MissingDependency
-from processors.fine_steps import FineSteps
 from processors.text_encoders import TextEncoderError
 
 DESCRIPTION = """\
@@ -145,17 +146,17 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
     if not recipe.uses_llm:
         print(summary(build(config)))
         return 0
-    fine = next(p for p in processors if isinstance(p, FineSteps))
+    asking = [p for p in processors if uses_llm(p)]
     if args.llm_batch_import:
-        print(batch_import(fine, args.llm_batch_import))
+        print(batch_import(asking[0], args.llm_batch_import))  # one cache for all of them
     if args.dry_run:
-        print(dry_run(config, fine))
+        print("\n".join(dry_run(config, p) for p in asking))
         return 0
     if args.llm_batch_export:
-        print(batch_export(config, fine, args.llm_batch_export))
+        print(batch_export(config, asking, args.llm_batch_export))
         return 0
     with llm_session(args) as base_url:
-        pointed = tuple(with_base_url(p, base_url) if isinstance(p, FineSteps) else p for p in processors)
+        pointed = tuple(with_base_url(p, base_url) if uses_llm(p) else p for p in processors)
         print(summary(build(dataclasses.replace(config, processors=pointed))))
     return 0
 
@@ -202,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             print(stats(args.built, args.out or args.built / "plots"))
             return 0
         return run_recipe(args, argv)
-    except (ReleaseError, StrictStop, ProcessorError, MissingDependency, LLMSetupError, TextEncoderError) as error:
+    except (ReleaseError, StrictStop, ProcessorError, MissingDependency, LLMSetupError, TextEncoderError,
+            RecipeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -5,6 +5,7 @@ The cache is an SQLite file written as each answer arrives, keyed by a hash of t
 prompt version, the messages and the sampling parameters: an interrupted run (even `kill -9`)
 resumes without sending any request that already has an answer. The API key is read from the
 environment when a client is made and is never part of a configuration, a cache or a log.
+Requests go out through `llm_transport`: plain HTTP/1.1 on asyncio for a local server, httpx otherwise.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from processors.base import MissingDependency, stable_hash
+from datasets_build.llm_transport import TRANSPORT_ERRORS, open_transport
+from processors.base import stable_hash
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
-_CONNECTIONS_PER_CLIENT = 8
 
 
 class LLMSetupError(RuntimeError):
@@ -113,11 +114,9 @@ class ResponseCache:
         self.db.close()
 
 
-def make_client(config: LLMConfig):
-    try:
-        from openai import AsyncOpenAI
-    except ImportError:
-        raise MissingDependency("the LLM engine needs openai: pip install -e '.[llm]'") from None
+def endpoint(config: LLMConfig) -> tuple[str, str]:
+    """(base URL, API key): the configured URL, else OPENAI_BASE_URL, else OpenAI's own; the key from
+    OPENAI_API_KEY (any for a local server, which ignores it)."""
     base_url = config.base_url or os.environ.get("OPENAI_BASE_URL")
     api_key = os.environ.get("OPENAI_API_KEY")
     if not api_key:
@@ -125,8 +124,7 @@ def make_client(config: LLMConfig):
             raise LLMSetupError("no LLM endpoint: set OPENAI_API_KEY for OpenAI, or pass --llm-base-url "
                                "(vLLM, Ollama, llama.cpp) or --llm local")
         api_key = "not-needed"  # local servers accept any key
-    # Our own retry loop (below) counts retries and honours retry-after without a cap.
-    return AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=config.timeout, max_retries=0)
+    return base_url or "https://api.openai.com/v1", api_key
 
 
 class LLMEngine:
@@ -139,10 +137,10 @@ class LLMEngine:
         self.config = config
         self.cache = ResponseCache(config.cache_path)
         self.counters: Counter = Counter()
-        # One event loop and its clients for the engine's life: connections stay open between
+        # One event loop and its connections for the engine's life: connections stay open between
         # batches instead of being made again for each.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._clients: list = []
+        self._transport = None
 
     def run(self, requests: list[ChatRequest]) -> list[ChatResult]:
         """Answer every request (identical ones once), in order; failures come back as errors."""
@@ -158,10 +156,10 @@ class LLMEngine:
 
     def close(self) -> None:
         if self._loop is not None:
-            for client in self._clients:
-                self._loop.run_until_complete(client.close())
+            if self._transport is not None:
+                self._loop.run_until_complete(self._transport.close())
             self._loop.close()
-            self._loop, self._clients = None, []
+            self._loop, self._transport = None, None
         self.cache.close()
 
     def pending(self, requests: Iterable[ChatRequest]) -> list[ChatRequest]:
@@ -171,64 +169,71 @@ class LLMEngine:
         return [r for k, r in unique.items() if k not in cached]
 
     async def _send_all(self, todo: dict[str, ChatRequest]) -> dict[str, ChatResult]:
-        # Several small connection pools instead of one large one: the HTTP pool checks every
-        # connection it holds for each request, which costs more CPU than the request itself at
-        # high concurrency.
-        if not self._clients:
-            self._clients = [make_client(self.config)
-                             for _ in range(-(-self.config.concurrency // _CONNECTIONS_PER_CLIENT))]
-        clients = self._clients
-        limit = asyncio.Semaphore(self.config.concurrency)
+        if self._transport is None:
+            self._transport = open_transport(*endpoint(self.config), self.config.timeout, self.config.concurrency)
+        results: dict[str, ChatResult] = {}
+        queue = iter(todo.items())
 
-        async def one(i: int, key: str, request: ChatRequest) -> tuple[str, ChatResult]:
-            async with limit:
-                result = await self._send(clients[i % len(clients)], request)
-            if result.error is None:
-                self.cache.put(key, request, self.config, result)  # at once: a kill loses nothing paid
-            return key, result
+        async def worker() -> None:  # `concurrency` of these share the queue
+            for key, request in queue:
+                body = json.dumps(request.body(self.config))
+                results[key] = result = await self._send(body.encode())
+                if result.error is None:  # stored at once: a kill loses nothing paid for
+                    self.cache.store(key, self.config.model, request.prompt_version, body, result.text, result.usage)
 
-        return dict(await asyncio.gather(*(one(i, k, r) for i, (k, r) in enumerate(todo.items()))))
+        await asyncio.gather(*(worker() for _ in range(min(self.config.concurrency, len(todo)))))
+        return results
 
-    async def _send(self, client, request: ChatRequest) -> ChatResult:
-        import openai
-
-        body = request.body(self.config)
+    async def _send(self, body: bytes) -> ChatResult:
         error = "not sent"
         for attempt in range(self.config.max_retries + 1):
             if attempt:
                 self.counters["retries"] += 1
             self.counters["sent"] += 1
+            headers: dict[str, str] = {}
             try:
-                # The raw endpoint with a plain-JSON result: the typed `chat.completions.create`
-                # spends milliseconds per call transforming the request and validating the
-                # response, which caps a 2-core machine far below a fast server's capacity.
-                response = await client.post("/chat/completions", body=body, cast_to=object)
-            except openai.APIStatusError as exc:
-                error = f"HTTP {exc.status_code}: {str(exc)[:200]}"
-                if exc.status_code not in RETRYABLE_STATUS:
-                    break
-                await asyncio.sleep(_retry_delay(exc.response.headers, attempt))
-                continue
-            except (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError,
-                    ValueError) as exc:  # ValueError: a body that is not JSON (a broken proxy, say)
+                status, headers, data = await self._post(body)
+                response = json.loads(data) if 200 <= status < 300 else None
+            except asyncio.TimeoutError:
+                error = f"no answer within {self.config.timeout:g} s"
+            except TRANSPORT_ERRORS as exc:  # ValueError: a body that is not JSON (a broken proxy, say)
                 error = f"{type(exc).__name__}: {str(exc)[:200]}"
-                await asyncio.sleep(_retry_delay({}, attempt))
-                continue
-            try:
-                text = response["choices"][0]["message"]["content"]
-            except (KeyError, IndexError, TypeError):
-                text = None
-            if not isinstance(text, str):
-                error = f"the answer has no text: {str(response)[:200]}"
-                continue
-            usage = response.get("usage") or {}
-            usage = {"prompt_tokens": usage.get("prompt_tokens") or 0,
-                     "completion_tokens": usage.get("completion_tokens") or 0}
-            self.counters["tokens_in"] += usage["prompt_tokens"]
-            self.counters["tokens_out"] += usage["completion_tokens"]
-            return ChatResult(text, usage=usage)
+            else:
+                if response is None:
+                    error = f"HTTP {status}: {data[:200].decode(errors='replace')}"
+                    if status not in RETRYABLE_STATUS:
+                        break
+                elif (text := _text_of(response)) is not None:
+                    return self._answer(text, response)
+                else:
+                    error = f"the answer has no text: {str(response)[:200]}"
+                    continue
+            if attempt < self.config.max_retries:
+                await asyncio.sleep(_retry_delay(headers, attempt))
         self.counters["failures"] += 1
         return ChatResult(None, error=error)
+
+    async def _post(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if hasattr(asyncio, "timeout"):  # Python 3.11+: unlike wait_for, no task for each request
+            async with asyncio.timeout(self.config.timeout):
+                return await self._transport.post(body)
+        return await asyncio.wait_for(self._transport.post(body), self.config.timeout)
+
+    def _answer(self, text: str, response: dict[str, Any]) -> ChatResult:
+        usage = response.get("usage") or {}
+        usage = {"prompt_tokens": usage.get("prompt_tokens") or 0,
+                 "completion_tokens": usage.get("completion_tokens") or 0}
+        self.counters["tokens_in"] += usage["prompt_tokens"]
+        self.counters["tokens_out"] += usage["completion_tokens"]
+        return ChatResult(text, usage=usage)
+
+
+def _text_of(response: Any) -> str | None:
+    try:
+        text = response["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return text if isinstance(text, str) else None
 
 
 def _retry_delay(headers, attempt: int) -> float:

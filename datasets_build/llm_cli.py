@@ -14,9 +14,15 @@ from datasets_build.llm import LLMConfig, LLMEngine, estimate_tokens, export_bat
 from datasets_build.local_llm import LOCAL_MODEL, local_llm_server
 from datasets_build.release import SPECS, open_release, read_motion
 from datasets_build.runner import BuildConfig, plan_splits
+from processors.base import Processor
 from processors.fine_steps import FineSteps
+from processors.llm_ask import LLMProcessor
 
 SECRET_OPTIONS = ("--llm-api-key",)
+
+
+def uses_llm(processor: Processor) -> bool:
+    return isinstance(processor, LLMProcessor)
 
 
 def add_llm_options(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +99,7 @@ def redact_argv(argv: list[str]) -> list[str]:
     return shown
 
 
-def first_requests(config: BuildConfig, processor: FineSteps) -> list:
+def first_requests(config: BuildConfig, processor: LLMProcessor) -> list:
     """The first request of every annotation the build would read (no motion is written)."""
     release = open_release(config.source, SPECS[config.dataset], config.splits, with_joints=False)
     plan, _ = plan_splits(release, config.splits, config.limit)
@@ -107,35 +113,35 @@ def first_requests(config: BuildConfig, processor: FineSteps) -> list:
     return requests
 
 
-def dry_run(config: BuildConfig, processor: FineSteps) -> str:
+def dry_run(config: BuildConfig, processor: LLMProcessor) -> str:
     requests = first_requests(config, processor)
     engine = LLMEngine(processor.llm)
     unique = {r.key(processor.llm): r for r in requests}
     pending = engine.pending(unique.values())
     tokens_in, tokens_out = estimate_tokens(pending, processor.llm)
-    return (f"dry run: {len(requests):,} annotations need {len(unique):,} distinct first requests "
+    return (f"dry run ({processor.name}): {len(requests):,} annotations need {len(unique):,} distinct first requests "
             f"({len(requests) - len(unique):,} shared, e.g. mirrors asking their base caption); "
             f"{len(unique) - len(pending):,} are cached, {len(pending):,} would be sent to {processor.llm.model}, "
             f"about {tokens_in:,} input tokens and at most {tokens_out:,} output tokens "
             f"(re-asks after failed checks come on top)")
 
 
-def batch_export(config: BuildConfig, processor: FineSteps, path: str) -> str:
-    engine = LLMEngine(processor.llm)
-    pending = engine.pending(first_requests(config, processor))
-    count = export_batch(pending, processor.llm, path)
+def batch_export(config: BuildConfig, processors: list[LLMProcessor], path: str) -> str:
+    """One file with the pending first requests of every LLM processor (they share the model)."""
+    pending = [r for p in processors for r in LLMEngine(p.llm).pending(first_requests(config, p))]
+    count = export_batch(pending, processors[0].llm, path)
     return (f"wrote {count:,} pending requests to {path}; run them with the OpenAI Batch API or "
             f"`vllm run-batch`, then re-run with --llm-batch-import RESULTS.jsonl")
 
 
-def batch_import(processor: FineSteps, path: str) -> str:
+def batch_import(processor: LLMProcessor, path: str) -> str:
     imported, problems = import_batch(path, LLMEngine(processor.llm))
     lines = [f"imported {imported:,} answers from {path} into the cache"]
     lines += [f"  {p}" for p in problems[:20]] + ([f"  ... {len(problems) - 20} more"] if len(problems) > 20 else [])
     return "\n".join(lines)
 
 
-def with_base_url(processor: FineSteps, base_url: str | None) -> FineSteps:
+def with_base_url(processor: LLMProcessor, base_url: str | None) -> LLMProcessor:
     """The processor pointed at the session's endpoint (a local server's port changes per run;
     it is not part of the fingerprint)."""
     return dataclasses.replace(processor, llm=dataclasses.replace(processor.llm, base_url=base_url))

@@ -13,6 +13,10 @@ from typing import Callable
 
 from processors.base import DatasetStep, Processor
 
+class RecipeError(ValueError):
+    """Options that cannot make a recipe's steps; the message says what to pass."""
+
+
 Options = Callable[[argparse.ArgumentParser], None]
 MakeSteps = Callable[[argparse.Namespace, Path], tuple[tuple[Processor, ...], tuple[DatasetStep, ...]]]
 
@@ -29,10 +33,45 @@ def _text_features(args: argparse.Namespace, out: Path) -> Processor:
                         cache_dir=str(Path(out) / ".cache" / "text_features"))
 
 
+def _vocabulary(args: argparse.Namespace) -> DatasetStep:
+    from processors.vocabulary import Vocabulary
+
+    return Vocabulary(min_count=args.vocab_min_count, keep_stop_words=args.vocab_stop_words)
+
+
 def _fine_steps(args: argparse.Namespace, out: Path) -> tuple[tuple[Processor, ...], tuple[DatasetStep, ...]]:
     from datasets_build.llm_cli import fine_steps
+    from processors.lemmas import Lemmas
 
-    return (fine_steps(args, out), _text_features(args, out)), ()
+    return (fine_steps(args, out), Lemmas(), _text_features(args, out)), (_vocabulary(args),)
+
+
+def _mate(args: argparse.Namespace, out: Path) -> tuple[tuple[Processor, ...], tuple[DatasetStep, ...]]:
+    from datasets_build.llm_cli import llm_config
+    from processors.decompose import Decompose
+    from processors.lemmas import Lemmas
+
+    decompose = Decompose(llm=llm_config(args, out), max_attempts=args.max_attempts, max_subtexts=args.max_subtexts)
+    if args.skip_segmentation:
+        return (Lemmas(), decompose), (_vocabulary(args),)
+    return (Lemmas(), decompose, _segmentation(args)), (_vocabulary(args),)
+
+
+def _segmentation(args: argparse.Namespace) -> Processor:
+    from processors.segmentation import Segmentation
+
+    if not args.segment_encoder:
+        raise RecipeError(
+            "the mate recipe cuts every motion into its sub-texts with a trained text-motion retrieval model: "
+            "pass --segment-encoder RUN_DIR (train one with `python -m models.retrieval.train --data BUILT_DIR "
+            "--out RUN_DIR` on a humanml3d/kitml build, or put a models.retrieval checkpoint.pt in RUN_DIR), "
+            "or --skip-segmentation to build the text side only")
+    run_dir = Path(args.segment_encoder)
+    if not (run_dir / "checkpoint.pt").is_file() and not run_dir.is_file():
+        raise RecipeError(f"--segment-encoder {run_dir}: no checkpoint.pt there (train one with "
+                          f"`python -m models.retrieval.train --data BUILT_DIR --out {run_dir}`)")
+    return Segmentation(encoder=str(run_dir), unit=args.segment_unit, min_len=args.segment_min_len,
+                        device=args.segment_device)
 
 
 def _remodiffuse(args: argparse.Namespace, out: Path) -> tuple[tuple[Processor, ...], tuple[DatasetStep, ...]]:
@@ -64,6 +103,32 @@ def _text_options(default_encoder: str, tokens: bool) -> Options:
         group.add_argument("--device", help="cuda or cpu (default: cuda when available)")
 
     return add
+
+
+def _vocabulary_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("vocabulary", "lemmas of the training captions (MATE's prototypes); the "
+                                      "summary prints K for several option sets")
+    group.add_argument("--vocab-min-count", type=int, default=1, metavar="N",
+                       help="keep lemmas that occur at least N times in the training captions (default: %(default)s)")
+    group.add_argument("--vocab-stop-words", action=argparse.BooleanOptionalAction, default=True,
+                       help="keep spaCy's English stop words (a, the, with, ...) in the vocabulary (default: keep)")
+
+
+def _mate_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("decomposition", "captions split by the LLM into sub-texts in time order")
+    group.add_argument("--max-subtexts", type=int, default=8, metavar="N",
+                       help="answers with more sub-texts fail the check (default: %(default)s)")
+    group = parser.add_argument_group("segmentation", "each motion cut into its sub-texts: the exact minimum of "
+                                      "sum 1 - cos(text, motion segment) over all partitions on a frame grid")
+    group.add_argument("--segment-encoder", metavar="RUN_DIR",
+                       help="a trained retrieval model (python -m models.retrieval.train); required unless "
+                            "--skip-segmentation")
+    group.add_argument("--skip-segmentation", action="store_true", help="build the text side only")
+    group.add_argument("--segment-unit", type=int, default=4, metavar="FRAMES",
+                       help="boundary grid step; 1 searches every frame (default: %(default)s)")
+    group.add_argument("--segment-min-len", type=int, default=4, metavar="FRAMES",
+                       help="shortest segment (default: %(default)s)")
+    group.add_argument("--segment-device", help="cuda or cpu for the encoders (default: cuda when available)")
 
 
 def _retrieval_options(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +163,18 @@ RECIPES: dict[str, Recipe] = {
     "finehumanml3d": Recipe(
         "finehumanml3d", "humanml3d",
         "HumanML3D plus FineHumanML3D's LLM fine-grained step descriptions with pseudo-code checks.",
-        make_steps=_fine_steps, options=(_llm_options, _text_options("minilm", False)), uses_llm=True,
+        make_steps=_fine_steps, options=(_llm_options, _text_options("minilm", False), _vocabulary_options),
+        uses_llm=True,
+    ),
+    "mate": Recipe(
+        "mate", "humanml3d",
+        "HumanML3D plus MATE's text side: lemmas, the training vocabulary with lemma_ids, and LLM sub-texts.",
+        make_steps=_mate, options=(_llm_options, _mate_options, _vocabulary_options), uses_llm=True,
+    ),
+    "mate-kitml": Recipe(
+        "mate-kitml", "kitml",
+        "KIT-ML plus MATE's text side: lemmas, the training vocabulary with lemma_ids, and LLM sub-texts.",
+        make_steps=_mate, options=(_llm_options, _mate_options, _vocabulary_options), uses_llm=True,
     ),
     "remodiffuse": Recipe(
         "remodiffuse", "humanml3d",

@@ -23,7 +23,7 @@ from datasets import Features
 from tqdm.auto import tqdm
 
 from datasets_build import outputs
-from datasets_build.arrow_io import ShardWriter, batch_table, finish_split_dir
+from datasets_build.arrow_io import ShardWriter, append_columns, batch_table, finish_split_dir
 from datasets_build.cache import RowCache
 from datasets_build.release import (
     SPECS, SPLITS, MotionRecord, Release, ReleaseError, Rejection, check_id, open_release, read_motion,
@@ -105,6 +105,7 @@ def build(config: BuildConfig) -> BuildResult:
     for step in config.processors + config.steps:
         step.check_dependencies()
     features = _features(release, config.processors)
+    final_features = _with_step_columns(features, config.steps)
     plan, rejections = plan_splits(release, config.splits, config.limit)
     if config.strict and rejections:
         raise StrictStop(rejections[0].message())
@@ -132,24 +133,42 @@ def build(config: BuildConfig) -> BuildResult:
         finish_split_dir(partial / split, files[split], features, split, stable_hash([fingerprint, split]),
                          f"{spec.title} {split} built by datasets_build ({config.recipe})")
     result = BuildResult(out, False, counts, rejections, 0.0, counters)
-    outputs.publish(config, release, features, fingerprint, result, partial)
-    _run_steps(config, out)
+    outputs.publish(config, release, final_features, fingerprint, result, partial)
+    _run_steps(config, out, features, fingerprint)
     result.counters.update({step.name: dict(step.counters) for step in config.steps})
     result.seconds = time.perf_counter() - started
     outputs.write_build_record(out, config, fingerprint, result)
     return result
 
 
-def _run_steps(config: BuildConfig, out: Path) -> None:
+def _run_steps(config: BuildConfig, out: Path, features: Features, fingerprint: str) -> None:
     if not config.steps:
         return
     splits = datasets.load_from_disk(str(out))
     for step in config.steps:
-        missing = [c for c in step.inputs if c not in next(iter(splits.values())).features]
+        missing = [c for c in step.inputs if c not in features]
         if missing:
             raise ProcessorError(f"step {step.name!r} reads columns {missing}, which the splits do not have")
         step.counters.clear()
-        step.run(splits, out / step.name, out / ".cache" / step.name)
+        added = step.run(splits, out / step.name, out / ".cache" / step.name)
+        if step.columns:
+            features = Features({**features, **step.columns})
+            for split in config.splits:
+                values = (added or {}).get(split)
+                if values is None or set(values) != set(step.columns):
+                    raise ProcessorError(f"step {step.name!r} declares columns {sorted(step.columns)} but returned "
+                                         f"{sorted(values or {})} for split {split!r}")
+                append_columns(out / split, values, features, stable_hash([fingerprint, split, step.name]))
+            splits = datasets.load_from_disk(str(out))  # later steps read the new columns
+
+
+def _with_step_columns(features: Features, steps: tuple[DatasetStep, ...]) -> Features:
+    for step in steps:
+        clash = [c for c in step.columns if c in features]
+        if clash:
+            raise ProcessorError(f"step {step.name!r} would overwrite existing columns {clash}")
+        features = Features({**features, **step.columns})
+    return features
 
 
 def _write_shards(config: BuildConfig, context: _Context, plan: dict[str, list[str]],

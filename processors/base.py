@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from datasets import DatasetDict, Features
+from datasets import Dataset, DatasetDict, Features
 
 Batch = dict[str, list[Any]]
 
@@ -47,6 +47,8 @@ class Step:
     # Python modules this step imports, and the extra of this project that installs them.
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = ""
+    # A paragraph for the dataset card: the rule this step follows, when a column name is not enough.
+    card_note: ClassVar[str] = ""
     # Counters for the run summary (datatrove style); not part of the configuration.
     counters: Counter = dataclasses.field(default_factory=Counter, compare=False, repr=False, kw_only=True)
 
@@ -90,10 +92,33 @@ class DatasetStep(Step):
     It runs after the splits are written, reads their `inputs` columns, and writes what it makes
     under `folder` (side datasets that `datasets.load_from_disk` opens, JSON, ...), keeping any
     cache of its own under `cache`. Its fingerprint joins the build's, like a processor's.
+
+    A step that declares `columns` returns their values for every row of every split
+    ({split: {column: [one value per row]}}); the runner appends them to the splits, for
+    columns that need the whole dataset first (ids into a vocabulary built from the train split).
     """
 
-    def run(self, splits: DatasetDict, folder: Path, cache: Path) -> None:
+    columns: ClassVar[Features] = Features()
+
+    def run(self, splits: DatasetDict, folder: Path, cache: Path) -> dict[str, Batch] | None:
         raise NotImplementedError
+
+
+def save_dataset(data: Dataset | dict[str, Dataset], folder: Path) -> None:
+    """`save_to_disk` into `folder` (`load_from_disk(folder)` opens it) without its progress bars;
+    an empty dict leaves just the folder."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, dict) and not data:
+        return
+    was_disabled = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        (DatasetDict(data) if isinstance(data, dict) else data).save_to_disk(str(folder))
+    finally:
+        if not was_disabled:
+            enable_progress_bars()
 
 
 def stable_hash(value: Any) -> str:

@@ -16,8 +16,8 @@ from typing import ClassVar, Sequence
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, Value
 
-from processors.base import DatasetStep
-from processors.retrieval import _save, _training, hybrid_topk
+from processors.base import DatasetStep, save_dataset
+from processors.retrieval import _training, hybrid_topk
 from processors.text_features import read_annotations
 
 
@@ -56,7 +56,7 @@ class Rareness(DatasetStep):
                                   "rareness": Value("float32"), "nearest_id": Value("string"),
                                   "nearest_annotation": Value("int32"), "nearest_caption": Value("string")}))
             self.counters[f"{split}_annotations"] += len(j)
-        _save(out, folder)  # no evaluation split built: an empty folder with an empty summary
+        save_dataset(out, folder)  # no evaluation split built: an empty folder with an empty summary
         summary = {split: {"count": int(len(v)), "mean": float(v.mean()), "median": float(np.median(v)),
                            "p95": float(np.quantile(v, 0.95)), "max": float(v.max())}
                    for split, v in values.items() if len(v)}

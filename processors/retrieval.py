@@ -24,7 +24,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value
 
-from processors.base import DatasetStep, MissingDependency
+from processors.base import DatasetStep, MissingDependency, save_dataset
 from processors.text_features import Annotations, read_annotations
 
 __all__ = [
@@ -294,20 +294,4 @@ class RetrievalNeighbours(DatasetStep):
                 "scores": [s[ok] for s, ok in zip(scores, found)],
             }, features=_neighbour_features())
         self.counters["database"] = len(db.ids)
-        _save(out, folder)
-
-
-def _save(splits: dict[str, Dataset], folder: Path) -> None:
-    """A DatasetDict under `folder` (`load_from_disk(folder)`), without a progress bar per split."""
-    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-
-    folder.mkdir(parents=True, exist_ok=True)
-    if not splits:
-        return
-    was_disabled = are_progress_bars_disabled()
-    disable_progress_bars()
-    try:
-        DatasetDict(splits).save_to_disk(str(folder))
-    finally:
-        if not was_disabled:
-            enable_progress_bars()
+        save_dataset(out, folder)

