@@ -9,6 +9,7 @@ process so that its wall time and peak RSS are its own:
   (a) I/O floor: np.load every feature file and read every caption file, nothing else;
   (b) our build (`datasets_build.build`), with the default worker count and with one process;
   (c) naive: load everything into lists, `Dataset.from_dict`, `save_to_disk`;
+  (d) our build with lemmas and the vocabulary step (its `lemma_ids` appended to the splits);
 and times `load_from_disk` plus the first batch of 64 random 196-frame crops of the built dataset.
 Run it on an otherwise idle machine; the release is read warm (it was just written).
 """
@@ -56,6 +57,18 @@ def stage_ours(root: Path, out: Path, num_proc: int | None) -> dict:
     result = build(BuildConfig(recipe="humanml3d", dataset="humanml3d", source=root, out=out,
                                num_proc=num_proc, progress=False, overwrite=True))
     return {"motions": sum(c["motions"] for c in result.counts.values()), "rejected": len(result.rejections)}
+
+
+def stage_text(root: Path, out: Path) -> dict:
+    """Our build plus MATE's text side without the LLM: lemmas, then the vocabulary step, whose
+    `lemma_ids` are appended to the written splits (every shard rewritten once)."""
+    from datasets_build import BuildConfig, build
+    from processors.lemmas import Lemmas
+    from processors.vocabulary import Vocabulary
+
+    result = build(BuildConfig(recipe="text", dataset="humanml3d", source=root, out=out, processors=(Lemmas(),),
+                               steps=(Vocabulary(),), progress=False, overwrite=True))
+    return {"motions": sum(c["motions"] for c in result.counts.values()), "K": result.counters["vocabulary"]["K"]}
 
 
 def stage_naive(root: Path, out: Path) -> dict:
@@ -106,6 +119,7 @@ STAGES = {
     "ours": lambda root, out: stage_ours(root, out, None),
     "ours_1proc": lambda root, out: stage_ours(root, out, 1),
     "naive": stage_naive,
+    "text": lambda root, out: stage_text(root, out),
     "first_batch": stage_first_batch,
 }
 
@@ -154,6 +168,7 @@ def main() -> None:
         results = {name: _median_run(r) for name, r in runs.items()}
         results["first_batch"] = run_stage("first_batch", root, Path(tmp) / "out-ours")
         results["ours_1proc"] = run_stage("ours_1proc", root, Path(tmp) / "out-ours_1proc")
+        results["text"] = run_stage("text", root, Path(tmp) / "out-text")
         results["naive"] = run_stage("naive", root, Path(tmp) / "out-naive")
         print("wall s per run: " + "; ".join(
             f"{name} " + ", ".join(f"{r['wall_s']:.1f}" for r in rs) for name, rs in runs.items()))
@@ -161,7 +176,8 @@ def main() -> None:
     floor = results["io_floor"]["wall_s"]
     print(f"\n{'contender':<34}{'wall s':>9}{'x floor':>9}{'peak RSS MB':>13}{'largest worker MB':>19}")
     labels = {"io_floor": "(a) I/O floor (load every file)", "ours": "(b) our build, default workers",
-              "ours_1proc": "(b) our build, 1 process", "naive": "(c) naive from_dict + save_to_disk"}
+              "ours_1proc": "(b) our build, 1 process", "text": "(d) (b) + lemmas + vocabulary",
+              "naive": "(c) naive from_dict + save_to_disk"}
     for name, label in labels.items():
         r = results[name]
         print(f"{label:<34}{r['wall_s']:>9.1f}{r['wall_s'] / floor:>9.2f}{r['peak_rss_mb']:>13.0f}"

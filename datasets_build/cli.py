@@ -31,6 +31,7 @@ examples:
   python -m datasets_build humanml3d --source /data/HumanML3D --out /data/built/humanml3d
   python -m datasets_build kitml --source /data/KIT-ML --out /data/built/kitml
   python -m datasets_build humanml3d --source sample --out /tmp/sample   # no licensed data needed
+  python -m datasets_build mate --source /data/HumanML3D --out /data/built/mate --segment-encoder runs/tmr
   python -m datasets_build show /tmp/sample --id 000001 --out /tmp/000001.gif
   python -m datasets_build stats /tmp/sample
 """

@@ -205,9 +205,8 @@ class LLMEngine:
                         break
                 elif (text := _text_of(response)) is not None:
                     return self._answer(text, response)
-                else:
+                else:  # e.g. content null, or an error object with status 200: back off and ask again
                     error = f"the answer has no text: {str(response)[:200]}"
-                    continue
             if attempt < self.config.max_retries:
                 await asyncio.sleep(_retry_delay(headers, attempt))
         self.counters["failures"] += 1

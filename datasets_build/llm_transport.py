@@ -56,7 +56,7 @@ class Http11Pool:
         parts = urlsplit(url)
         self.address = (parts.hostname, parts.port or 80)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}", *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.hostname}{f':{parts.port}' if parts.port else ''}", *(f"{k}: {v}" for k, v in headers.items())]
         self.head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.open: set[asyncio.StreamWriter] = set()
@@ -74,7 +74,7 @@ class Http11Pool:
             try:
                 return await self._exchange(connection, request)
             except _NoResponse:
-                continue  # the server closed it while idle (a keep-alive timeout): use a fresh one
+                break  # the server closed it while idle (a keep-alive timeout): once more, on a fresh one
         connection = await asyncio.open_connection(*self.address)
         self.open.add(connection[1])
         try:

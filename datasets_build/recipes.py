@@ -52,7 +52,7 @@ def _mate(args: argparse.Namespace, out: Path) -> tuple[tuple[Processor, ...], t
     from processors.lemmas import Lemmas
 
     decompose = Decompose(llm=llm_config(args, out), max_attempts=args.max_attempts, max_subtexts=args.max_subtexts)
-    if args.skip_segmentation:
+    if args.skip_segmentation or args.dry_run or args.llm_batch_export:  # the last two send nothing
         return (Lemmas(), decompose), (_vocabulary(args),)
     return (Lemmas(), decompose, _segmentation(args)), (_vocabulary(args),)
 

@@ -10,6 +10,7 @@ an unchanged re-run does nothing, a changed one recomputes only rows whose proce
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import multiprocessing
 import os
 import shutil
@@ -104,6 +105,8 @@ def build(config: BuildConfig) -> BuildResult:
     release = open_release(config.source, spec, config.splits, config.with_joints)
     for step in config.processors + config.steps:
         step.check_dependencies()
+        for module in step.preload:
+            importlib.import_module(module)
     features = _features(release, config.processors)
     final_features = _with_step_columns(features, config.steps)
     plan, rejections = plan_splits(release, config.splits, config.limit)
@@ -153,7 +156,8 @@ def _run_steps(config: BuildConfig, out: Path, features: Features, fingerprint: 
         added = step.run(splits, out / step.name, out / ".cache" / step.name)
         if step.columns:
             features = Features({**features, **step.columns})
-            for split in config.splits:
+            for split in tqdm(config.splits, desc=f"{step.name}: append {', '.join(step.columns)}", unit=" splits",
+                              disable=not config.progress):
                 values = (added or {}).get(split)
                 if values is None or set(values) != set(step.columns):
                     raise ProcessorError(f"step {step.name!r} declares columns {sorted(step.columns)} but returned "

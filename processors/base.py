@@ -47,6 +47,8 @@ class Step:
     # Python modules this step imports, and the extra of this project that installs them.
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = ""
+    # Slow imports (spaCy pulls in torch) done once in the parent, before workers fork from it.
+    preload: ClassVar[tuple[str, ...]] = ()
     # A paragraph for the dataset card: the rule this step follows, when a column name is not enough.
     card_note: ClassVar[str] = ""
     # Counters for the run summary (datatrove style); not part of the configuration.

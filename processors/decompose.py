@@ -17,18 +17,10 @@ from datasets import Features, List, Value
 from datasets_build.captions import mirror_text
 from processors.base import Batch
 from processors.decompose_check import DecompositionCheck, check_decomposition
-from processors.llm_ask import Ask, LLMProcessor, regroup
+from processors.llm_ask import Ask, LLMProcessor, answer_features, regroup
 
-SUBTEXTS = {
-    "status": Value("string"),  # checked | failed (check never passed) | error (no answer)
-    "source": Value("string"),  # llm | mirror (derived from the un-mirrored caption's answer)
-    "attempts": Value("int32"),
-    "texts": List(Value("string")),  # the sub-texts in time order (the last answer's, even when failed)
-    "reasons": List(Value("string")),  # why the last answer failed (empty when checked)
-    "answer": Value("string"),  # the last raw answer
-    "model": Value("string"),
-    "prompt_version": Value("string"),
-}
+# the sub-texts in time order (the last answer's, even when it failed its check)
+SUBTEXTS = answer_features("texts", List(Value("string")))
 REASK = ("Your answer was rejected: {reasons}. Answer again with only a JSON list of strings: the "
          "caption's actions in time order, in its own words.")
 
@@ -84,13 +76,5 @@ class Decompose(LLMProcessor):
         return {"subtexts": regroup([self._result(ask, prompt_version) for ask in asks], batch["annotations"])}
 
     def _result(self, ask: Ask, prompt_version: str) -> dict[str, Any]:
-        return {
-            "status": ask.status,
-            "source": "mirror" if ask.mirrored else "llm",
-            "attempts": ask.attempts,
-            "texts": [ask.swap(text) for text in (ask.check.texts if ask.check else [])],
-            "reasons": ask.reasons(),
-            "answer": ask.swap(ask.answer),
-            "model": self.llm.model,
-            "prompt_version": prompt_version,
-        }
+        texts = ask.check.texts if ask.check else []
+        return self.record(ask, prompt_version, "texts", [ask.swap(text) for text in texts])

@@ -7,7 +7,9 @@ An answer is a JSON list of N >= 1 non-empty strings, the caption's actions in t
 
 The sub-texts must use the caption's own words: every content lemma of a sub-text occurs in the
 caption, except pronoun resolutions ("he" -> "the man") and connectives ("then", "finally"), so an
-invented action is rejected. They keep the caption's order. With the release's POS tags the check
+invented action is rejected (stop words too when they add or change an action: "does it again",
+"five steps"). They keep the caption's order, unless the caption reorders time itself ("sits
+down after walking"). With the release's POS tags the check
 also knows the caption's verbs: none may be left out, and a caption with a single verb is one
 action, so N = 1.
 """
@@ -24,7 +26,16 @@ SUBJECT_WORDS = frozenset({"person", "man", "woman", "someone", "somebody", "hum
                            "subject", "character", "people", "guy", "lady", "boy", "girl", "he", "she", "they"})
 # Words that only order the actions.
 CONNECTIVES = frozenset({"then", "finally", "first", "firstly", "lastly", "later", "afterwards", "afterward",
-                         "next", "meanwhile", "subsequently", "eventually", "initially", "again", "while"})
+                         "next", "meanwhile", "subsequently", "eventually", "initially", "while"})
+# spaCy stop words that would add an action or change one ("does it again", "five steps"): they
+# must be the caption's too.
+MEANINGFUL_STOP_WORDS = frozenset({
+    "again", "do", "make", "get", "give", "take", "keep", "show", "see", "say", "call", "become", "use",
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+    "fifteen", "twenty", "forty", "fifty", "sixty", "hundred", "twice", "third", "fourth", "fifth",
+})
+# With these the caption's word order need not be the time order ("sits down after walking").
+REORDERING = frozenset({"before", "after", "until", "prior", "previously"})
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
@@ -75,8 +86,7 @@ def check_decomposition(answer: str, caption_lemmas: Sequence[str], verb_lemmas:
     in_caption = set(caption_lemmas)
     sub_lemmas = [text_lemmas(text) for text in texts]
     for i, (text, lemmas) in enumerate(zip(texts, sub_lemmas), start=1):
-        invented = [w for w in dict.fromkeys(lemmas) if w not in in_caption and w not in SUBJECT_WORDS
-                    and w not in CONNECTIVES and not is_stop_word(w)]
+        invented = [w for w in dict.fromkeys(lemmas) if w not in in_caption and not _free(w, is_stop_word)]
         if invented:
             reasons.append(f"sub-text {i} ({text!r}) uses words that are not in the caption: {', '.join(invented)}")
     if verb_lemmas is not None:
@@ -84,12 +94,16 @@ def check_decomposition(answer: str, caption_lemmas: Sequence[str], verb_lemmas:
         left_out = [v for v in dict.fromkeys(verb_lemmas) if v not in used]
         if left_out:
             reasons.append(f"the sub-texts leave out the caption's action(s): {', '.join(left_out)}")
-    content = [[w for w in lemmas if w not in SUBJECT_WORDS and w not in CONNECTIVES and not is_stop_word(w)]
-               for lemmas in sub_lemmas]
-    out_of_order = _out_of_order(list(caption_lemmas), content)
+    content = [[w for w in lemmas if not _free(w, is_stop_word)] for lemmas in sub_lemmas]
+    out_of_order = None if in_caption & REORDERING else _out_of_order(list(caption_lemmas), content)
     if out_of_order:
         reasons.append(f"sub-text {out_of_order} comes before an earlier one in the caption; keep the caption's order")
     return DecompositionCheck(not reasons, texts, reasons)
+
+
+def _free(lemma: str, is_stop_word) -> bool:
+    """A word any sub-text may use: the subject, a connective, or a function word."""
+    return lemma in SUBJECT_WORDS or lemma in CONNECTIVES or (is_stop_word(lemma) and lemma not in MEANINGFUL_STOP_WORDS)
 
 
 def _out_of_order(caption: list[str], subtexts: list[list[str]]) -> int | None:

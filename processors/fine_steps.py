@@ -15,20 +15,11 @@ from datasets import Features, List, Value
 
 from processors.base import Batch
 from processors.fine_check import CheckResult, FineStep, check_fine_answer
-from processors.llm_ask import Ask, LLMProcessor, regroup
+from processors.llm_ask import Ask, LLMProcessor, answer_features, regroup
 
 FINE_STEP = {"index": Value("int32"), "title": Value("string"), "description": Value("string"),
              "pseudo_code": Value("string")}
-FINE = {
-    "status": Value("string"),  # checked | failed (check never passed) | error (no answer)
-    "source": Value("string"),  # llm | mirror (derived from the un-mirrored caption's answer)
-    "attempts": Value("int32"),
-    "steps": List(FINE_STEP),
-    "reasons": List(Value("string")),  # why the last answer failed (empty when checked)
-    "answer": Value("string"),  # the last raw answer
-    "model": Value("string"),
-    "prompt_version": Value("string"),
-}
+FINE = answer_features("steps", List(FINE_STEP))
 REASK = ("Your answer was rejected by the format check: {reasons}. Answer again: two paragraphs of "
          "<step N: title>...</step N: title> tags, descriptions first, then one pseudo-code call per step.")
 
@@ -53,17 +44,9 @@ class FineSteps(LLMProcessor):
 
     def _result(self, ask: Ask, prompt_version: str) -> dict[str, Any]:
         steps = ask.check.steps if ask.check else []
-        return {
-            "status": ask.status,
-            "source": "mirror" if ask.mirrored else "llm",
-            "attempts": ask.attempts,
-            "steps": [{"index": s.index, "title": ask.swap(s.title), "description": ask.swap(s.description),
-                       "pseudo_code": ask.swap(s.pseudo_code)} for s in steps],
-            "reasons": ask.reasons(),
-            "answer": ask.swap(ask.answer),
-            "model": self.llm.model,
-            "prompt_version": prompt_version,
-        }
+        return self.record(ask, prompt_version, "steps", [
+            {"index": s.index, "title": ask.swap(s.title), "description": ask.swap(s.description),
+             "pseudo_code": ask.swap(s.pseudo_code)} for s in steps])
 
 
 def steps_of(fine: dict[str, Any]) -> list[FineStep]:

@@ -217,6 +217,7 @@ class Lemmas(Processor):
     outputs: ClassVar[Features] = Features({"lemmas": List(List(Value("string")))})
     requires: ClassVar[tuple[str, ...]] = ("spacy", "spacy_lookups_data")
     extra: ClassVar[str] = "text"
+    preload: ClassVar[tuple[str, ...]] = ("spacy",)
     card_note: ClassVar[str] = LEMMA_RULE_DOC
 
     def __call__(self, batch: Batch) -> Batch:

@@ -14,6 +14,8 @@ import os
 from collections import Counter
 from typing import Any, Callable, ClassVar, Iterable, Protocol
 
+from datasets import List, Value
+
 from datasets_build.captions import mirror_text
 from datasets_build.llm import ChatRequest, LLMConfig, LLMEngine
 from processors.base import Batch, Processor
@@ -28,6 +30,21 @@ def engine_for(config: LLMConfig) -> LLMEngine:
     if key not in _ENGINES:
         _ENGINES[key] = LLMEngine(config)
     return _ENGINES[key]
+
+
+def answer_features(name: str, feature: Any) -> dict[str, Any]:
+    """The struct of one asked annotation: the bookkeeping every LLM processor keeps around the
+    column `name` that its check parses out of the answer."""
+    return {
+        "status": Value("string"),  # checked | failed (check never passed) | error (no answer)
+        "source": Value("string"),  # llm | mirror (derived from the un-mirrored caption's answer)
+        "attempts": Value("int32"),
+        name: feature,
+        "reasons": List(Value("string")),  # why the last answer failed (empty when checked)
+        "answer": Value("string"),  # the last raw answer
+        "model": Value("string"),
+        "prompt_version": Value("string"),
+    }
 
 
 class Verdict(Protocol):
@@ -119,6 +136,12 @@ class LLMProcessor(Processor):
         """The first request of every annotation (what --dry-run counts and batch export writes)."""
         prompt = load_prompt(self.prompt)
         return first_requests(make_asks(batch, prompt, self.mirror_from_base), prompt)
+
+    def record(self, ask: Ask, prompt_version: str, name: str, value: Any) -> dict[str, Any]:
+        """One row of `answer_features(name, ...)` for a finished ask (mirrors: `value` already swapped)."""
+        return {"status": ask.status, "source": "mirror" if ask.mirrored else "llm", "attempts": ask.attempts,
+                name: value, "reasons": ask.reasons(), "answer": ask.swap(ask.answer), "model": self.llm.model,
+                "prompt_version": prompt_version}
 
     def ask(self, batch: Batch) -> tuple[list[Ask], str]:
         """Every annotation of the batch asked and checked; the asks in row order, and the prompt version."""

@@ -18,7 +18,8 @@ same range is encoded once), and dynamic programming over the grid finds the opt
 Output column `segmentation`: per row a list with one struct per annotation (same order):
 - status: "ok"        N >= 2 sub-texts, segmented;
           "whole"     N = 1 sub-text: the whole range is its segment (its cost is computed);
-          "caption"   no sub-texts (entry missing or `texts` empty, e.g. a decomposition error):
+          "caption"   no checked sub-texts (entry missing, `texts` empty, or a decomposition whose
+                      status is not "checked": it may invent or drop actions):
                       the caption itself over the whole range, as N = 1;
           "too_short" the range cannot hold N segments of >= min_len frames on the grid:
                       segments empty, total_cost NaN;
@@ -194,7 +195,8 @@ class Segmentation(Processor):
         "sub-text, at the exact minimum of sum 1 - cos(text, motion segment) with the frozen encoders of a "
         "retrieval model, over all partitions on a grid of `unit` frames. Frames are absolute (end exclusive); "
         "`center` and `sigma` are MATE's Gaussian prior, (s+e)/2 and (e-s)/2. `status`: ok (N >= 2), whole "
-        "(N = 1), caption (no sub-texts: the caption as N = 1), too_short (N segments do not fit).")
+        "(N = 1), caption (no checked sub-texts: the caption as N = 1), too_short (N segments do not fit), "
+        "too_long (none fits under max_len).")
 
     encoder: str  # retrieval run dir (RUN_DIR/checkpoint.pt) or the checkpoint file itself
     unit: int = 4  # boundary grid step in frames (1: every frame)
@@ -262,7 +264,9 @@ class Segmentation(Processor):
 
     def _plan(self, length: int, annotation: dict[str, Any], subtexts: dict[str, Any] | None,
               segments: dict[tuple[int, int], int]) -> _Plan:
-        texts = [t for t in ((subtexts or {}).get("texts") or []) if t and t.strip()]
+        # Only a decomposition that passed its check: a failed one may invent or drop actions.
+        checked = (subtexts or {}).get("status", "checked") == "checked"
+        texts = [t for t in ((subtexts or {}).get("texts") or []) if t and t.strip()] if checked else []
         if not texts:
             self.counters["caption_fallback"] += 1
         status = "caption" if not texts else "whole" if len(texts) == 1 else "ok"

@@ -55,6 +55,21 @@ def test_bad_answers_fail_with_a_reason(answer, reason):
     assert any(reason in r for r in result.reasons), result.reasons
 
 
+@pytest.mark.parametrize("caption, answer", [
+    ("a person walks forward and then sits down", '["a person walks forward", "sits down", "then does it again"]'),
+    ("a person walks three steps and then sits down", '["a person walks five steps", "then sits down"]'),
+    ("the man jumps and then waves", '["the man jumps", "the man jumps again", "then waves"]'),
+])
+def test_stop_words_that_add_or_change_an_action_are_invented_words(caption, answer):
+    result = _check(answer, {"caption": caption, "tokens": [], "pos": []})
+    assert not result.ok and "not in the caption" in " ".join(result.reasons)
+
+
+def test_time_order_may_differ_from_word_order_when_the_caption_says_so():
+    caption = {"caption": "the person sits down after walking forward", "tokens": [], "pos": []}
+    assert _check('["the person walks forward", "sits down"]', caption).ok
+
+
 def test_too_many_subtexts_and_a_single_action():
     assert "at most 2" in " ".join(_check('["a person walks forward", "turns around", "sits down"]',
                                           max_subtexts=2).reasons)

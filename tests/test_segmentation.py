@@ -197,10 +197,11 @@ def test_statuses_whole_caption_too_short_too_long(onehot, tmp_path):
     assert caption["status"] == "caption" and caption["segments"][0]["text"] == "a person jumps"
     assert _spans(caption) == [(0, 40)]
     assert three["status"] == "ok" and len(three["segments"]) == 3  # 3 x 12 <= 40 frames
-    assert failed["status"] == "ok" and _spans(failed) == [(0, 20), (20, 40)]  # a failed check's texts are used
+    # a decomposition that failed its check may invent or drop actions: the caption is used instead
+    assert failed["status"] == "caption" and _spans(failed) == [(0, 40)] and failed["segments"][0]["text"] == "walk jump"
     assert short["status"] == "too_short" and short["segments"] == [] and np.isnan(short["total_cost"])
-    assert processor.counters["whole"] == processor.counters["caption"] == processor.counters["too_short"] == 1
-    assert processor.counters["ok"] == 2 and processor.counters["caption_fallback"] == 1
+    assert processor.counters["whole"] == processor.counters["too_short"] == processor.counters["ok"] == 1
+    assert processor.counters["caption"] == processor.counters["caption_fallback"] == 2
     [too_long] = _run(Segmentation(str(tmp_path), max_len=16), motion, [annotations[3]], [subtexts[3]])
     assert too_long["status"] == "too_long" and too_long["segments"] == []  # 2 x 16 < 40
     [missing] = _run(processor, motion, [annotations[3]], None)  # no decomposition for the row at all
