@@ -126,7 +126,8 @@ def write_dataset_dict_json(out: Path, splits: Sequence[str]) -> None:
 
 
 def append_columns(split_dir: Path, values: dict[str, list[Any]], features: Features, fingerprint: str) -> None:
-    """Add columns to a split written by `finish_split_dir`, file by file (memory: one record batch).
+    """Add columns to a split written by `finish_split_dir`, file by file (memory: the new columns
+    and one record batch of the existing ones).
 
     `features` are the split's features after the addition; `values` hold one value per row, in
     row order. Each file is rewritten next to itself and swapped in, so an interrupted append

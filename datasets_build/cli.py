@@ -14,7 +14,7 @@ from datasets_build.llm_cli import (
     batch_export, batch_import, dry_run, llm_session, redact_argv, uses_llm, with_base_url,
 )
 from datasets_build.outputs import summary
-from datasets_build.recipes import RECIPES, RecipeError
+from datasets_build.recipes import RECIPES, RecipeError, positive_int
 from datasets_build.release import SPECS, SPLITS, ReleaseError
 from datasets_build.runner import BuildConfig, ProcessorError, StrictStop, build
 from datasets_build.sample import ensure_sample_release, write_sample_release
@@ -37,13 +37,6 @@ examples:
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", required=True, metavar="PATH",
                         help="release folder (new_joint_vecs/, texts/, train.txt, ...), or 'sample' "
@@ -53,9 +46,9 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                              "rejected.jsonl, release_stats/ and build.json")
     parser.add_argument("--splits", default=",".join(SPLITS),
                         help="comma-separated split files to build (default: %(default)s)")
-    parser.add_argument("--limit", type=_positive_int, metavar="N",
+    parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="only the first N ids of each split, for a quick try")
-    parser.add_argument("--num-proc", type=_positive_int, metavar="N",
+    parser.add_argument("--num-proc", type=positive_int, metavar="N",
                         help="worker processes (default: 1 for small builds, else up to 4 by CPU count)")
     parser.add_argument("--overwrite", action="store_true",
                         help="rebuild even when the output is up to date, or write into a non-empty "
@@ -65,7 +58,7 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                              "instead of listing it in rejected.jsonl")
     parser.add_argument("--no-joints", dest="with_joints", action="store_false",
                         help="leave out new_joints/ even when the release has it")
-    parser.add_argument("--sample-motions", type=_positive_int, default=64, metavar="N",
+    parser.add_argument("--sample-motions", type=positive_int, default=64, metavar="N",
                         help="with --source sample: base motions to generate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="with --source sample: generator seed")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -88,7 +81,7 @@ def make_parser() -> argparse.ArgumentParser:
                     "Deterministic for a seed. Build it like a real release: <recipe> --source DIR.")
     sample.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write the release to")
     sample.add_argument("--dataset", choices=sorted(SPECS), default="humanml3d", help="layout (default: %(default)s)")
-    sample.add_argument("--motions", type=_positive_int, default=64, metavar="N",
+    sample.add_argument("--motions", type=positive_int, default=64, metavar="N",
                         help="base motions; mirrors double them (default: %(default)s)")
     sample.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
     sample.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")

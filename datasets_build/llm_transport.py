@@ -56,7 +56,8 @@ class Http11Pool:
         parts = urlsplit(url)
         self.address = (parts.hostname, parts.port or 80)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
-        lines = [f"POST {target} HTTP/1.1", f"Host: {parts.hostname}{f':{parts.port}' if parts.port else ''}", *(f"{k}: {v}" for k, v in headers.items())]
+        host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname  # never user:password@
+        lines = [f"POST {target} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers.items())]
         self.head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
         self.open: set[asyncio.StreamWriter] = set()

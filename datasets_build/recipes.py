@@ -13,8 +13,17 @@ from typing import Callable
 
 from processors.base import DatasetStep, Processor
 
+
 class RecipeError(ValueError):
     """Options that cannot make a recipe's steps; the message says what to pass."""
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1, else a one-line usage error."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 Options = Callable[[argparse.ArgumentParser], None]
@@ -108,7 +117,7 @@ def _text_options(default_encoder: str, tokens: bool) -> Options:
 def _vocabulary_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("vocabulary", "lemmas of the training captions (MATE's prototypes); the "
                                       "summary prints K for several option sets")
-    group.add_argument("--vocab-min-count", type=int, default=1, metavar="N",
+    group.add_argument("--vocab-min-count", type=positive_int, default=1, metavar="N",
                        help="keep lemmas that occur at least N times in the training captions (default: %(default)s)")
     group.add_argument("--vocab-stop-words", action=argparse.BooleanOptionalAction, default=True,
                        help="keep spaCy's English stop words (a, the, with, ...) in the vocabulary (default: keep)")
@@ -116,7 +125,7 @@ def _vocabulary_options(parser: argparse.ArgumentParser) -> None:
 
 def _mate_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("decomposition", "captions split by the LLM into sub-texts in time order")
-    group.add_argument("--max-subtexts", type=int, default=8, metavar="N",
+    group.add_argument("--max-subtexts", type=positive_int, default=8, metavar="N",
                        help="answers with more sub-texts fail the check (default: %(default)s)")
     group = parser.add_argument_group("segmentation", "each motion cut into its sub-texts: the exact minimum of "
                                       "sum 1 - cos(text, motion segment) over all partitions on a frame grid")
@@ -124,9 +133,9 @@ def _mate_options(parser: argparse.ArgumentParser) -> None:
                        help="a trained retrieval model (python -m models.retrieval.train); required unless "
                             "--skip-segmentation")
     group.add_argument("--skip-segmentation", action="store_true", help="build the text side only")
-    group.add_argument("--segment-unit", type=int, default=4, metavar="FRAMES",
+    group.add_argument("--segment-unit", type=positive_int, default=4, metavar="FRAMES",
                        help="boundary grid step; 1 searches every frame (default: %(default)s)")
-    group.add_argument("--segment-min-len", type=int, default=4, metavar="FRAMES",
+    group.add_argument("--segment-min-len", type=positive_int, default=4, metavar="FRAMES",
                        help="shortest segment (default: %(default)s)")
     group.add_argument("--segment-device", help="cuda or cpu for the encoders (default: cuda when available)")
 

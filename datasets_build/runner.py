@@ -156,13 +156,14 @@ def _run_steps(config: BuildConfig, out: Path, features: Features, fingerprint: 
         added = step.run(splits, out / step.name, out / ".cache" / step.name)
         if step.columns:
             features = Features({**features, **step.columns})
-            for split in tqdm(config.splits, desc=f"{step.name}: append {', '.join(step.columns)}", unit=" splits",
-                              disable=not config.progress):
+            for split in config.splits:  # all checked before any file is rewritten
                 values = (added or {}).get(split)
                 if values is None or set(values) != set(step.columns):
                     raise ProcessorError(f"step {step.name!r} declares columns {sorted(step.columns)} but returned "
                                          f"{sorted(values or {})} for split {split!r}")
-                append_columns(out / split, values, features, stable_hash([fingerprint, split, step.name]))
+            for split in tqdm(config.splits, desc=f"{step.name}: append {', '.join(step.columns)}", unit=" splits",
+                              disable=not config.progress):
+                append_columns(out / split, added[split], features, stable_hash([fingerprint, split, step.name]))
             splits = datasets.load_from_disk(str(out))  # later steps read the new columns
 
 

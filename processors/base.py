@@ -123,6 +123,15 @@ def save_dataset(data: Dataset | dict[str, Dataset], folder: Path) -> None:
             enable_progress_bars()
 
 
+def split_rows(values: list[Any], per_row: list[int]) -> list[list[Any]]:
+    """Per-annotation values (flat, in row order) back into one list per row of `per_row` items."""
+    rows, start = [], 0
+    for n in per_row:
+        rows.append(values[start : start + n])
+        start += n
+    return rows
+
+
 def stable_hash(value: Any) -> str:
     """A hex digest that is the same for equal values across runs and processes."""
     digest = hashlib.sha256()

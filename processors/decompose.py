@@ -28,22 +28,21 @@ REASK = ("Your answer was rejected: {reasons}. Answer again with only a JSON lis
 def caption_words(annotation: dict[str, Any], mirrored: bool) -> tuple[list[str], list[str] | None]:
     """(lemmas, verb lemmas or None) of the caption the LLM was asked about: the release's
     `word/POS` tokens when present (swapped back for a derived mirror), else the untagged text."""
-    from processors.lemmas import tagged_lemmas, text_lemmas
+    from processors.lemmas import has_tags, tagged_lemmas, text_lemmas
 
-    tokens, pos = list(annotation.get("tokens") or []), list(annotation.get("pos") or [])
-    if tokens and len(tokens) == len(pos) and all(pos):
-        if mirrored:
-            tokens = [mirror_text(token) for token in tokens]
-        verbs = [t for t, p in zip(tokens, pos) if p == "VERB"]
-        lemmas = tagged_lemmas(tokens, pos)
-        # Sub-texts are lemmatized without tags: where the lookup lemma of a caption word differs,
-        # it counts as the caption's too (appended, so that the tagged order stays intact).
-        caption = mirror_text(annotation["caption"]) if mirrored else annotation["caption"]
-        known = set(lemmas)
-        return lemmas + [w for w in dict.fromkeys(text_lemmas(caption)) if w not in known], \
-            tagged_lemmas(verbs, ["VERB"] * len(verbs))
     caption = mirror_text(annotation["caption"]) if mirrored else annotation["caption"]
-    return text_lemmas(caption), None
+    if not has_tags(annotation):
+        return text_lemmas(caption), None
+    tokens, pos = list(annotation["tokens"]), list(annotation["pos"])
+    if mirrored:
+        tokens = [mirror_text(token) for token in tokens]
+    verbs = [t for t, p in zip(tokens, pos) if p == "VERB"]
+    lemmas = tagged_lemmas(tokens, pos)
+    # Sub-texts are lemmatized without tags: where the lookup lemma of a caption word differs,
+    # it counts as the caption's too (appended, so that the tagged order stays intact).
+    known = set(lemmas)
+    return lemmas + [w for w in dict.fromkeys(text_lemmas(caption)) if w not in known], \
+        tagged_lemmas(verbs, ["VERB"] * len(verbs))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,7 @@ from datasets import List, Value
 
 from datasets_build.captions import mirror_text
 from datasets_build.llm import ChatRequest, LLMConfig, LLMEngine
-from processors.base import Batch, Processor
+from processors.base import Batch, Processor, split_rows
 from prompts import Prompt, load_prompt
 
 _ENGINES: dict[tuple[int, LLMConfig], LLMEngine] = {}
@@ -153,5 +153,4 @@ class LLMProcessor(Processor):
 
 def regroup(values: list[Any], annotations: list[list[Any]]) -> list[list[Any]]:
     """Per-annotation values (in `make_asks` order) back into one list per row."""
-    it = iter(values)
-    return [[next(it) for _ in row] for row in annotations]
+    return split_rows(values, [len(row) for row in annotations])

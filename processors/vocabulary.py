@@ -18,11 +18,10 @@ from collections import Counter
 from pathlib import Path
 from typing import ClassVar
 
-import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, List, Value
 
-from processors.base import Batch, DatasetStep, save_dataset
+from processors.base import Batch, DatasetStep, save_dataset, split_rows
 
 # Option sets whose K the run summary prints next to the chosen one: (min_count, keep_stop_words).
 COMPARED_OPTIONS = ((1, True), (1, False), (2, True), (5, True))
@@ -90,22 +89,26 @@ class Vocabulary(DatasetStep):
         train = counts[self.split]
         lemmas = select_vocabulary(train, self.min_count, self.keep_stop_words)
         index = {lemma: i for i, lemma in enumerate(lemmas)}
-        self._write(folder, lemmas, counts, read[self.split])
+        summary = {
+            "split": self.split, "options": {"min_count": self.min_count, "keep_stop_words": self.keep_stop_words},
+            "K": len(lemmas),
+            "K_by_options": {vocabulary_options(m, k): len(select_vocabulary(train, m, k)) for m, k in COMPARED_OPTIONS},
+            "lemmas_per_split": {s: sum(c.values()) for s, c in counts.items()},
+            "unknown_lemmas_per_split": {s: sum(n for lemma, n in c.items() if lemma not in index)
+                                         for s, c in counts.items()},
+        }
+        self._write(folder, lemmas, counts, read[self.split], summary)
+        self.counters["K"] = summary["K"]
+        self.counters.update({f"K ({options})": k for options, k in summary["K_by_options"].items()})
+        for name in read:
+            self.counters[f"{name}_lemmas"] = summary["lemmas_per_split"][name]
+            self.counters[f"{name}_unknown_lemmas"] = summary["unknown_lemmas_per_split"][name]
+        return {name: {"lemma_ids": split_rows([[index.get(lemma, -1) for lemma in annotation] for annotation in r.lemmas],
+                                               r.per_row)}
+                for name, r in read.items()}
 
-        added = {}
-        for name, r in read.items():
-            ids = [[index.get(lemma, -1) for lemma in annotation] for annotation in r.lemmas]
-            added[name] = {"lemma_ids": _regroup(ids, r.per_row)}
-            total = sum(counts[name].values())
-            unknown = sum(n for lemma, n in counts[name].items() if lemma not in index)
-            self.counters[f"{name}_lemmas"] = total
-            self.counters[f"{name}_unknown_lemmas"] = unknown
-        self.counters["K"] = len(lemmas)
-        for min_count, keep in COMPARED_OPTIONS:
-            self.counters[f"K ({vocabulary_options(min_count, keep)})"] = len(select_vocabulary(train, min_count, keep))
-        return added
-
-    def _write(self, folder: Path, lemmas: list[str], counts: dict[str, Counter], train: _SplitLemmas) -> None:
+    def _write(self, folder: Path, lemmas: list[str], counts: dict[str, Counter], train: _SplitLemmas,
+               summary: dict) -> None:
         from processors.lemmas import is_stop_word
 
         wanted = set(lemmas)
@@ -128,15 +131,6 @@ class Vocabulary(DatasetStep):
         save_dataset(Dataset.from_dict(rows, features=VOCABULARY_FEATURES), folder)
         (folder / "vocabulary.json").write_text(json.dumps({lemma: i for i, lemma in enumerate(lemmas)},
                                                            ensure_ascii=False, indent=0))
-        summary = {
-            "split": self.split, "options": {"min_count": self.min_count, "keep_stop_words": self.keep_stop_words},
-            "K": len(lemmas),
-            "K_by_options": {vocabulary_options(m, k): len(select_vocabulary(counts[self.split], m, k))
-                             for m, k in COMPARED_OPTIONS},
-            "lemmas_per_split": {s: sum(c.values()) for s, c in counts.items()},
-            "unknown_lemmas_per_split": {s: sum(n for lemma, n in c.items() if lemma not in wanted)
-                                         for s, c in counts.items()},
-        }
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
@@ -157,13 +151,4 @@ def _read(split: Dataset) -> _SplitLemmas:
         return _SplitLemmas([], [], [])
     captions = pc.struct_field(pc.list_flatten(annotations), "caption").to_pylist()
     per_row = pc.list_value_length(annotations).fill_null(0).to_pylist()
-    flat = pc.list_flatten(lemmas) if isinstance(lemmas.type, pa.ListType) else lemmas
-    return _SplitLemmas(flat.to_pylist(), captions, per_row)
-
-
-def _regroup(values: list, per_row: list[int]) -> list[list]:
-    out, start = [], 0
-    for n in per_row:
-        out.append(values[start : start + n])
-        start += n
-    return out
+    return _SplitLemmas(pc.list_flatten(lemmas).to_pylist(), captions, per_row)
