@@ -18,7 +18,7 @@ from datasets_build.recipes import RECIPES, RecipeError, positive_int
 from datasets_build.release import SPECS, SPLITS, ReleaseError
 from datasets_build.runner import BuildConfig, ProcessorError, StrictStop, build
 from datasets_build.sample import ensure_sample_release, write_sample_release
-from processors.base import MissingDependency
+from processors.base import MissingDependency, StepInputError
 from processors.text_encoders import TextEncoderError
 
 DESCRIPTION = """\
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return run_recipe(args, argv)
     except (ReleaseError, StrictStop, ProcessorError, MissingDependency, LLMSetupError, TextEncoderError,
-            RecipeError) as error:
+            RecipeError, StepInputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -37,6 +37,10 @@ class MissingDependency(RuntimeError):
     """An optional dependency of a processor is not installed; the message says what to install."""
 
 
+class StepInputError(ValueError):
+    """The built splits cannot feed a dataset step (no train split, nothing to learn from): one sentence."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
     """What processors and dataset steps share: identity, configuration, counters, dependencies."""

@@ -24,7 +24,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, List, Value
 
-from processors.base import DatasetStep, MissingDependency, save_dataset
+from processors.base import DatasetStep, MissingDependency, StepInputError, save_dataset
 from processors.text_features import Annotations, read_annotations
 
 __all__ = [
@@ -240,10 +240,10 @@ def _neighbour_features() -> Features:
 
 def _training(splits: DatasetDict, column: str, step: str) -> Annotations:
     if "train" not in splits:
-        raise ValueError(f"{step}: the build has no train split (the database); built splits: {list(splits)}")
+        raise StepInputError(f"{step}: the build has no train split (the database); built splits: {list(splits)}")
     db = read_annotations(splits["train"], column, "train")
     if not len(db.ids):
-        raise ValueError(f"{step}: the train split has no annotations to retrieve from")
+        raise StepInputError(f"{step}: the train split has no annotations to retrieve from")
     return db
 
 

@@ -21,7 +21,7 @@ from typing import ClassVar
 import pyarrow.compute as pc
 from datasets import Dataset, DatasetDict, Features, List, Value
 
-from processors.base import Batch, DatasetStep, save_dataset, split_rows
+from processors.base import Batch, DatasetStep, StepInputError, save_dataset, split_rows
 
 # Option sets whose K the run summary prints next to the chosen one: (min_count, keep_stop_words).
 COMPARED_OPTIONS = ((1, True), (1, False), (2, True), (5, True))
@@ -83,7 +83,7 @@ class Vocabulary(DatasetStep):
 
     def run(self, splits: DatasetDict, folder: Path, cache: Path) -> dict[str, Batch]:
         if self.split not in splits:
-            raise ValueError(f"vocabulary: the build has no {self.split!r} split to build it from; built: {list(splits)}")
+            raise StepInputError(f"vocabulary: the build has no {self.split!r} split to build it from; built: {list(splits)}")
         read = {name: _read(split) for name, split in splits.items()}
         counts = {name: Counter(lemma for lemmas in r.lemmas for lemma in lemmas) for name, r in read.items()}
         train = counts[self.split]

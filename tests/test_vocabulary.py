@@ -106,3 +106,14 @@ def test_a_step_column_may_not_overwrite_a_column(built, tmp_path):
 
     with pytest.raises(ProcessorError, match="overwrite"):
         _build(root, tmp_path / "c", Clash())
+
+
+def test_the_command_line_says_when_there_is_no_train_split(built, tmp_path, capsys):
+    from datasets_build.cli import main
+
+    root, _, _ = built
+    code = main(["mate", "--source", str(root), "--out", str(tmp_path / "m"), "--splits", "val", "--quiet",
+                 "--skip-segmentation", "--llm-base-url", "http://127.0.0.1:9/v1", "--llm-max-retries", "0",
+                 "--max-attempts", "1"])
+    assert code == 1
+    assert "error: vocabulary: the build has no 'train' split" in capsys.readouterr().err
