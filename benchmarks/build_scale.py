@@ -7,7 +7,7 @@ Generates a synthetic HumanML3D-shaped release in a temporary folder (lengths 40
 like HumanML3D's, 2-4 captions each, ~30% sub-clip lines), then runs each contender in its own
 process so that its wall time and peak RSS are its own:
   (a) I/O floor: np.load every feature file and read every caption file, nothing else;
-  (b) our build (`datasets_build.build`), with the default worker count and with one process;
+  (b) our build (`datasets_build.builder`), with the default worker count and with one process;
   (c) naive: load everything into lists, `Dataset.from_dict`, `save_to_disk`;
   (d) our build with lemmas and the vocabulary step (its `lemma_ids` appended to the splits);
 and times `load_from_disk` plus the first batch of 64 random 196-frame crops of the built dataset.
@@ -63,8 +63,8 @@ def stage_text(root: Path, out: Path) -> dict:
     """Our build plus MATE's text side without the LLM: lemmas, then the vocabulary step, whose
     `lemma_ids` are appended to the written splits (every shard rewritten once)."""
     from datasets_build import BuildConfig, build
-    from processors.lemmas import Lemmas
-    from processors.vocabulary import Vocabulary
+    from processors.text.lemmas import Lemmas
+    from processors.text.vocabulary import Vocabulary
 
     result = build(BuildConfig(recipe="text", dataset="humanml3d", source=root, out=out, processors=(Lemmas(),),
                                steps=(Vocabulary(),), progress=False, overwrite=True))
@@ -150,7 +150,7 @@ def main() -> None:
         print(json.dumps({"wall_s": time.perf_counter() - started, **result, **_peak_mb()}))
         return
 
-    from datasets_build.synthetic import write_synthetic_release
+    from datasets_build.synthetic.noise_release import write_synthetic_release
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root = Path(tmp) / "HumanML3D"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from processors.kinematics import HUMANML3D, Skeleton, joints_to_features, select_body_joints
+from datasets_build.motion.kinematics import HUMANML3D, Skeleton, joints_to_features, select_body_joints
 
 RAW = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "humanml3d" / "joints" / "000021.npy"
 

@@ -22,9 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from chat_server import ChatServer, fine_answer  # noqa: E402
-from datasets_build.llm import ChatRequest, ChatResult, LLMConfig, LLMEngine  # noqa: E402
-from processors.fine_steps import FineSteps  # noqa: E402
-from processors.llm_ask import engine_for  # noqa: E402
+from datasets_build.llm.engine import ChatRequest, ChatResult, LLMConfig, LLMEngine  # noqa: E402
+from processors.llm.fine_steps import FineSteps  # noqa: E402
 from prompts import load_prompt  # noqa: E402
 
 LATENCY, CONCURRENCY = 0.1, 64
@@ -72,12 +71,12 @@ def main() -> None:
         for batch in _batches(captions):
             fine(batch)
         processor_rate = len(captions) / (time.perf_counter() - started)
-        sent = engine_for(fine.llm).counters["sent"]
+        sent = fine.engine().counters["sent"]
 
         # Warm cache for 44,970 captions: the answers the server would give, stored under their keys.
         warm = FineSteps(llm=LLMConfig(model="bench", base_url="http://127.0.0.1:9/v1",  # nothing listens
                                        cache_path=str(Path(tmp) / "warm.sqlite")))
-        engine = engine_for(warm.llm)
+        engine = warm.engine()
         captions = [f"a person kicks with the left leg, variant {i}" for i in range(44970)]
         for batch in _batches(captions, rows=2000):
             for request in warm.first_requests(batch):

@@ -1,4 +1,4 @@
-"""Loader throughput and time to first batch: models.data.MotionDataset vs a MoMask-style loader.
+"""Loader throughput and time to first batch: models.training.data.MotionDataset vs a MoMask-style loader.
 
     .venv/bin/python benchmarks/loader.py [--motions 14614] [--workdir DIR] [--batches 150]
 
@@ -30,9 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets_build import load_release_stats  # noqa: E402
-from datasets_build.runner import BuildConfig, build  # noqa: E402
-from datasets_build.synthetic import write_synthetic_release  # noqa: E402
-from models.data import DataOptions, MotionDataset, Normalizer, make_loader  # noqa: E402
+from datasets_build import BuildConfig, build  # noqa: E402
+from datasets_build.synthetic.noise_release import write_synthetic_release  # noqa: E402
+from models.training.data import DataOptions, MotionDataset, Normalizer, make_loader  # noqa: E402
 
 BATCH, MAX_MOTION_LENGTH, UNIT = 64, 196, 4
 

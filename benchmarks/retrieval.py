@@ -52,7 +52,7 @@ def captions(count: int, seed: int = 0) -> list[str]:
 def bench_neighbours(count: int, k: int, lam: float, block_size: int | None, device: str | None) -> None:
     import torch
 
-    from processors.retrieval import hybrid_topk, motion_groups
+    from processors.neighbours.hybrid import hybrid_topk, motion_groups
 
     rng = np.random.default_rng(0)
     features = rng.standard_normal((count, 512)).astype(np.float32)
@@ -84,7 +84,7 @@ def bench_neighbours(count: int, k: int, lam: float, block_size: int | None, dev
 
 
 def bench_encoders(count: int, clip_count: int, device: str | None) -> None:
-    from processors.text_encoders import load_text_encoder
+    from datasets_build.text.encoders import load_text_encoder
 
     texts = captions(count)
     words = np.mean([len(t.split()) for t in texts])

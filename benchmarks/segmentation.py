@@ -130,7 +130,7 @@ class HashedTokens:
 def write_random_checkpoint(run_dir: Path, overrides: dict, text_encoder: HashedTokens) -> None:
     import torch
 
-    from models.data import Normalizer
+    from models.training.data import Normalizer
     from models.retrieval.api import encoder_record, save_checkpoint
     from models.retrieval.model import TMR, RetrievalConfig
 

@@ -1,5 +1,5 @@
 import sys
 
-from datasets_build.cli import main
+from datasets_build.cli.main import main
 
 sys.exit(main())

@@ -4,7 +4,7 @@ and what a dataset step is: a versioned step over a whole built dataset (see `Da
 A processor subclasses `Processor` as a frozen dataclass. Its fields are its configuration and,
 with its name and version, make its fingerprint: change either and the runner recomputes it (and
 whatever reads its outputs), and nothing else. Reading, writing, caching and parallelism live in
-`datasets_build.runner`, so the same processor runs in a test, a local build or another executor.
+`datasets_build.builder` and `datasets_build.executor`, so the same processor runs in a test, a local build or another executor.
 
     @dataclass(frozen=True)
     class CaptionWordCount(Processor):
@@ -20,25 +20,20 @@ whatever reads its outputs), and nothing else. Reading, writing, caching and par
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib.util
-import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
-import numpy as np
 from datasets import Dataset, DatasetDict, Features
 
+from datasets_build.core.deps import require
+from datasets_build.core.errors import MissingDependency, StepInputError
+from datasets_build.core.hashing import stable_hash
+
+__all__ = ["Batch", "DatasetStep", "MissingDependency", "Processor", "Step", "StepInputError", "save_dataset",
+           "split_rows", "stable_hash"]
+
 Batch = dict[str, list[Any]]
-
-
-class MissingDependency(RuntimeError):
-    """An optional dependency of a processor is not installed; the message says what to install."""
-
-
-class StepInputError(ValueError):
-    """The built splits cannot feed a dataset step (no train split, nothing to learn from): one sentence."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,11 +61,29 @@ class Step:
 
     def check_dependencies(self) -> None:
         """Fail at once, before any work, with the exact install command."""
-        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
-        if missing:
-            raise MissingDependency(
-                f"{self.name!r} needs {', '.join(missing)}: pip install -e '.[{self.extra or 'all'}]'"
-            )
+        require(self.requires, repr(self.name), self.extra)
+
+    def setup(self) -> None:
+        """Make this step's clients and models; called once per worker process before its first
+        batch (after any fork), and never in the process that forks the workers."""
+
+    def teardown(self) -> None:
+        """Release what `setup()` made; called once when the worker is done."""
+        for resource in self.__dict__.pop("_resources", {}).values():
+            close = getattr(resource, "close", None)
+            if callable(close):
+                close()
+
+    def resource(self, name: str, make: Callable[[], Any]) -> Any:
+        """A client or model of this worker: made once (by `setup()`, or on first use when the step is
+        called directly, as in a test), closed by `teardown()`, and never pickled or copied."""
+        resources = self.__dict__.setdefault("_resources", {})  # frozen dataclass: set without __setattr__
+        if name not in resources:
+            resources[name] = make()
+        return resources[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_resources"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,8 +98,8 @@ class Processor(Step):
     def __call__(self, batch: Batch) -> Batch:
         """Map a batch of input columns to a batch of output columns with as many rows.
 
-        Create models and clients lazily here (cached on first use), never in the constructor:
-        the runner may fork workers from the process that built the processor.
+        Models and clients come from `setup()`, never from the constructor: the executor may fork
+        workers from the process that built the processor.
         """
         raise NotImplementedError
 
@@ -134,33 +147,3 @@ def split_rows(values: list[Any], per_row: list[int]) -> list[list[Any]]:
         rows.append(values[start : start + n])
         start += n
     return rows
-
-
-def stable_hash(value: Any) -> str:
-    """A hex digest that is the same for equal values across runs and processes."""
-    digest = hashlib.sha256()
-    _feed(digest, value)
-    return digest.hexdigest()[:32]
-
-
-def _feed(digest: "hashlib._Hash", value: Any) -> None:
-    if isinstance(value, np.ndarray):
-        array = np.ascontiguousarray(value)
-        digest.update(f"nd{array.dtype.str}{array.shape}".encode())
-        digest.update(array.tobytes())
-    elif isinstance(value, dict):
-        digest.update(b"{")
-        for key in sorted(value):
-            _feed(digest, str(key))
-            _feed(digest, value[key])
-        digest.update(b"}")
-    elif isinstance(value, (list, tuple)):
-        digest.update(b"[")
-        for item in value:
-            _feed(digest, item)
-        digest.update(b"]")
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        _feed(digest, {"__type__": type(value).__name__, **dataclasses.asdict(value)})
-    else:
-        digest.update(json.dumps(value, sort_keys=True, default=str).encode())
-        digest.update(b";")

@@ -37,7 +37,6 @@ Counters: one per status, caption_fallback, segments_encoded, texts_encoded.
 from __future__ import annotations
 
 import dataclasses
-import os
 from math import comb
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,6 +44,7 @@ from typing import Any, ClassVar
 import numpy as np
 from datasets import Features, List, Value
 
+from datasets_build.core.hashing import file_signature
 from processors.base import Batch, Processor
 
 SEGMENT = {"text": Value("string"), "start_frame": Value("int32"), "end_frame": Value("int32"),
@@ -52,7 +52,6 @@ SEGMENT = {"text": Value("string"), "start_frame": Value("int32"), "end_frame": 
 SEGMENTATION = {"status": Value("string"), "total_cost": Value("float32"), "unit": Value("int32"),
                 "segments": List(SEGMENT)}
 STATUSES = ("ok", "whole", "caption", "too_short", "too_long")
-_ENCODERS: dict[tuple, Any] = {}  # (pid, run dir, checkpoint signature, device, injected encoder) -> encoder
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,17 +158,6 @@ def _choose(n: int, k: int) -> int:
 # The processor
 
 
-def encoder_for(run_dir: str, signature: str, device: str | None, text_encoder: Any = None):
-    """One retrieval encoder per process, run dir, checkpoint version and device, made on first use
-    (never before the runner forks its workers)."""
-    key = (os.getpid(), run_dir, signature, device, id(text_encoder))
-    if key not in _ENCODERS:
-        from models.retrieval.api import load_retrieval_model  # torch: only where segments are encoded
-
-        _ENCODERS[key] = load_retrieval_model(run_dir, device, text_encoder=text_encoder)
-    return _ENCODERS[key]
-
-
 @dataclasses.dataclass
 class _Plan:
     """One annotation's search: its range, sub-texts and the segments to encode."""
@@ -220,8 +208,7 @@ class Segmentation(Processor):
         path = Path(self.encoder)
         path = path / "checkpoint.pt" if path.is_dir() else path
         if path.is_file():
-            stat = path.stat()
-            object.__setattr__(self, "encoder_signature", f"{stat.st_size}:{stat.st_mtime_ns}")
+            object.__setattr__(self, "encoder_signature", file_signature(path))
 
     def __call__(self, batch: Batch) -> Batch:
         motions = [np.asarray(m, np.float32) for m in batch["motion"]]
@@ -239,7 +226,7 @@ class Segmentation(Processor):
         self.counters["texts_encoded"] += len(texts)
         encoder, text_latents = None, {}
         if texts:  # no model at all for a batch with nothing to segment
-            encoder = encoder_for(self.encoder, self.encoder_signature, self.device, self.text_encoder)
+            encoder = self.retrieval_model()
             text_latents = dict(zip(texts, encoder.encode_text(texts)))
         out: list[list[dict[str, Any]]] = [[] for _ in plans]
         chunk: list[int] = []
@@ -261,6 +248,14 @@ class Segmentation(Processor):
         for p in (p for row in plans for p in row):
             self.counters[p.status] += 1
         return {"segmentation": out}
+
+    def retrieval_model(self):
+        """This worker's retrieval encoders, loaded on first use: a batch with nothing to segment
+        needs no model (torch is imported only here)."""
+        from models.retrieval.api import load_retrieval_model
+
+        return self.resource("model", lambda: load_retrieval_model(self.encoder, self.device,
+                                                                     text_encoder=self.text_encoder))
 
     def _plan(self, length: int, annotation: dict[str, Any], subtexts: dict[str, Any] | None,
               segments: dict[tuple[int, int], int]) -> _Plan:

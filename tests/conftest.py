@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from datasets_build.runner import BuildConfig, build
-from datasets_build.synthetic import write_synthetic_release
+from datasets_build import BuildConfig, build
+from datasets_build.synthetic.noise_release import write_synthetic_release
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 

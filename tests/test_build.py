@@ -9,7 +9,7 @@ import yaml
 
 from conftest import run_build
 from datasets_build import load_release_stats, read_rejections
-from datasets_build.release import SPECS
+from datasets_build.motion.specs import SPECS
 
 
 def _split_ids(root, split):

@@ -1,7 +1,7 @@
 
 import pytest
 
-from datasets_build.captions import (
+from datasets_build.motion.captions import (
     Annotation, CaptionProblem, decode_caption_bytes, parse_caption_line, parse_caption_text,
 )
 
@@ -73,7 +73,7 @@ def test_non_utf8_names_the_line():
 
 
 def test_mirrored_lines_swap_sides_but_not_inside_words():
-    from datasets_build.captions import mirror_caption_line, mirror_text
+    from datasets_build.motion.captions import mirror_caption_line, mirror_text
 
     assert mirror_text("turns left, then right and spins counterclockwise, leftover") == \
         "turns right, then left and spins clockwise, leftover"

@@ -11,10 +11,10 @@ import datasets
 import pytest
 
 from chat_server import ChatServer, caption_of
-from datasets_build.captions import mirror_text
-from datasets_build.sample import write_sample_release
-from processors.decompose import caption_words
-from processors.decompose_check import check_decomposition, parse_subtexts
+from datasets_build.motion.captions import mirror_text
+from datasets_build.synthetic.sample_release import write_sample_release
+from processors.llm.decompose import caption_words
+from processors.llm.decompose_check import check_decomposition, parse_subtexts
 
 REPO = Path(__file__).resolve().parents[1]
 WALK_SIT = {"caption": "a person walks forward, turns around and then sits down",

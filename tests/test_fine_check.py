@@ -3,7 +3,7 @@
 import pytest
 
 from chat_server import fine_answer
-from processors.fine_check import check_fine_answer, format_steps
+from processors.llm.fine_check import check_fine_answer, format_steps
 
 GOOD = (
     "<step 1: standing>The person stands upright.</step 1: standing> "

@@ -12,8 +12,8 @@ from pathlib import Path
 import datasets
 
 from chat_server import ChatServer, caption_of
-from datasets_build.captions import mirror_text
-from datasets_build.sample import write_sample_release
+from datasets_build.motion.captions import mirror_text
+from datasets_build.synthetic.sample_release import write_sample_release
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests for processors.kinematics against the real HumanML3D release files.
+"""Tests for datasets_build.motion.kinematics against the real HumanML3D release files.
 
 Measured on the real files (max abs error, float64 computation vs the float32 release):
 - features_to_joints vs new_joints/<id>.npy: <= 2.1e-7.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processors.kinematics import (
+from datasets_build.motion.kinematics import (
     HUMANML3D,
     KITML,
     SKELETONS,
@@ -285,7 +285,7 @@ def test_kit_self_consistency() -> None:
 
 
 def test_rotation_between_opposite_directions_is_a_half_turn_not_nan():
-    from processors.kinematics import _qbetween, _qrot
+    from datasets_build.motion.kinematics import _qbetween, _qrot
 
     u = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.3, -0.4, 0.5], [1.0, 0.0, 0.0]])
     v = np.array([[-3.0, 0.0, 0.0], [0.0, -1.0, 0.0], [-0.3, 0.4, -0.5], [0.0, 1.0, 0.0]])

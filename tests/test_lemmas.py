@@ -14,8 +14,8 @@ pytest.importorskip("spacy")
 pytest.importorskip("spacy_lookups_data")
 
 from conftest import REALDATA, run_build  # noqa: E402
-from datasets_build.captions import Annotation, parse_caption_line  # noqa: E402
-from processors.lemmas import (  # noqa: E402
+from datasets_build.motion.captions import Annotation, parse_caption_line  # noqa: E402
+from processors.text.lemmas import (  # noqa: E402
     LEMMA_RULE_DOC, LEMMATIZED_POS, TAGGED_OVERRIDES, TEXT_OVERRIDES, Lemmas, _normalize, _tables,
     annotation_lemmas, is_stop_word, tagged_lemmas, text_lemmas,
 )
@@ -315,5 +315,5 @@ def test_processor_in_a_build(release, tmp_path):
 
 
 def test_spacy_is_loaded_lazily_not_at_import():
-    code = "import sys, processors.lemmas; assert 'spacy' not in sys.modules, 'spacy imported at import time'"
+    code = "import sys, processors.text.lemmas; assert 'spacy' not in sys.modules, 'spacy imported at import time'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

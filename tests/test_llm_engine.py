@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from chat_server import ChatServer
-from datasets_build import llm_transport
-from datasets_build.llm import ChatRequest, LLMConfig, LLMEngine, export_batch, import_batch
-from datasets_build.llm_transport import Http11Pool, HttpxPool, open_transport, plain_http
+from datasets_build.llm import transport as llm_transport
+from datasets_build.llm.engine import ChatRequest, LLMConfig, LLMEngine, export_batch, import_batch
+from datasets_build.llm.transport import Http11Pool, HttpxPool, open_transport, plain_http
 
 REPO = Path(__file__).resolve().parents[1]
 _OPEN: list[LLMEngine] = []
@@ -161,7 +161,7 @@ def test_plain_http_only_when_no_proxy_applies(monkeypatch):
 
 
 def test_an_engine_left_open_at_exit_exits_quietly(tmp_path):
-    script = ("import sys; from datasets_build.llm import ChatRequest, LLMConfig, LLMEngine\n"
+    script = ("import sys; from datasets_build.llm.engine import ChatRequest, LLMConfig, LLMEngine\n"
               "engine = LLMEngine(LLMConfig(model='m', base_url=sys.argv[1], cache_path=sys.argv[2]))\n"
               "assert engine.run([ChatRequest((('user', 'Caption: x'),), 'v')])[0].text\n")
     with ChatServer() as server:

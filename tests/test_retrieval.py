@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from conftest import run_build
-from datasets_build.synthetic import write_synthetic_release
+from datasets_build.synthetic.noise_release import write_synthetic_release
 from processors.base import MissingDependency
-from processors.rareness import Rareness, balanced_mean, plot_rareness, tail_mean
-from processors.remodiffuse_export import export_remodiffuse
-from processors.retrieval import (
+from processors.neighbours.rareness import Rareness, balanced_mean, plot_rareness, tail_mean
+from datasets_build.exports.remodiffuse import export_remodiffuse
+from processors.neighbours.hybrid import (
     RetrievalNeighbours, hybrid_topk, mirror_id, motion_groups, read_annotations, verified_topk,
 )
-from processors.text_features import TextFeatures
+from processors.text.features import TextFeatures
 
 
 def brute_force(q, ql, d, dl, k, lam, groups=None, db_groups=None, skip=False):

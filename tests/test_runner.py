@@ -9,7 +9,7 @@ import pytest
 from datasets import Features, List, Value
 
 from conftest import run_build
-from datasets_build.runner import ProcessorError
+from datasets_build.builder.config import ProcessorError
 from processors import DatasetStep, MissingDependency, Processor, stable_hash
 
 

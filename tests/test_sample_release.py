@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import run_build
-from datasets_build.sample import block_averaged_std, seconds_for, write_sample_release
-from processors.kinematics import features_to_joints
+from datasets_build.synthetic.sample_release import block_averaged_std, seconds_for, write_sample_release
+from datasets_build.motion.kinematics import features_to_joints
 
 REPO = Path(__file__).resolve().parents[1]
 

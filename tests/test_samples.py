@@ -5,7 +5,7 @@ import numpy as np
 
 from conftest import run_build
 from datasets_build import flatten_samples
-from datasets_build.synthetic import write_synthetic_release
+from datasets_build.synthetic.noise_release import write_synthetic_release
 
 
 def reference_samples(root, ids, min_len=40, max_len=200, fps=20):

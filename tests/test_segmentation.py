@@ -19,8 +19,8 @@ from datasets import Features, List, Value
 
 import processors.segmentation as seg
 from conftest import run_build
-from datasets_build.procedural import Segment, caption_text, describe_segment
-from datasets_build.sample import write_sample_release
+from datasets_build.synthetic.procedural import Segment, caption_text, describe_segment
+from datasets_build.synthetic.sample_release import write_sample_release
 from models.retrieval.train import TrainConfig, train
 from processors.base import Processor
 from processors.segmentation import (
@@ -135,7 +135,7 @@ def _subtexts(*texts: str, status: str = "checked") -> dict:
 @pytest.fixture
 def onehot(monkeypatch):
     encoder = OneHotEncoder()
-    monkeypatch.setattr(seg, "encoder_for", lambda *args: encoder)
+    monkeypatch.setattr(seg.Segmentation, "retrieval_model", lambda self: encoder)
     return encoder
 
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from processors.retrieval import hybrid_topk
-from processors.text_encoders import (
+from processors.neighbours.hybrid import hybrid_topk
+from datasets_build.text.encoders import (
     ClipEncoder, TextEncoder, TextEncoderError, load_text_encoder, weights_checksum,
 )
-from processors.torch_compat import ensure_torchvision_importable
+from datasets_build.text.torch_compat import ensure_torchvision_importable
 
 CAPTIONS = [
     "a person walks forward",

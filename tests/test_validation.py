@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_build
 from datasets_build import read_rejections
-from datasets_build.runner import StrictStop
+from datasets_build.builder.config import StrictStop
 
 TARGET = "000001"  # a train id of every synthetic release
 GOOD = "a person walks#a/DET person/NOUN walk/VERB#0.0#0.0"

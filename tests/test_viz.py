@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import run_build
-from datasets_build.browse import show, stats
-from datasets_build.release import ReleaseError
-from datasets_build.viz import Segment, render_motion, segment_of_frames
+from datasets_build.viz.browse import show, stats
+from datasets_build.core.errors import UserError
+from datasets_build.viz.skeleton import Segment, render_motion, segment_of_frames
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTION = "a person crouches#a/DET person/NOUN crouch/VERB#0.0#0.0\nthe person crouches low#the/DET person/NOUN crouch/VERB low/ADV#1.0#2.5\n"
@@ -44,9 +44,9 @@ def test_gif_has_one_frame_per_motion_frame_and_png_is_a_filmstrip(real_build, t
 
 
 def test_unknown_rejected_id_and_bad_annotation_are_explained(real_build, tmp_path):
-    with pytest.raises(ReleaseError, match=r"'missing01' is not in .* it was rejected \(missing_motion"):
+    with pytest.raises(UserError, match=r"'missing01' is not in .* it was rejected \(missing_motion"):
         show(real_build, "missing01", tmp_path / "x.png")
-    with pytest.raises(ReleaseError, match="has 2 annotations; --annotation must be 0..1"):
+    with pytest.raises(UserError, match="has 2 annotations; --annotation must be 0..1"):
         show(real_build, "M010968", tmp_path / "x.png", annotation=2)
     with pytest.raises(ValueError, match="use a .gif, .mp4 or .png"):
         show(real_build, "M010968", tmp_path / "x.jpg")

@@ -8,9 +8,9 @@ import datasets
 import pytest
 
 from conftest import run_build
-from datasets_build.runner import ProcessorError
-from processors.lemmas import Lemmas, is_stop_word
-from processors.vocabulary import COMPARED_OPTIONS, Vocabulary, load_vocabulary, vocabulary_options
+from datasets_build.builder.config import ProcessorError
+from processors.text.lemmas import Lemmas, is_stop_word
+from processors.text.vocabulary import COMPARED_OPTIONS, Vocabulary, load_vocabulary, vocabulary_options
 
 
 def _build(source: Path, out: Path, vocabulary: Vocabulary = Vocabulary(), **kwargs):
@@ -19,7 +19,7 @@ def _build(source: Path, out: Path, vocabulary: Vocabulary = Vocabulary(), **kwa
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    from datasets_build.synthetic import write_synthetic_release
+    from datasets_build.synthetic.noise_release import write_synthetic_release
 
     tmp = tmp_path_factory.mktemp("vocab")
     root = write_synthetic_release(tmp / "rel", "humanml3d", 40, seed=1)
@@ -109,7 +109,7 @@ def test_a_step_column_may_not_overwrite_a_column(built, tmp_path):
 
 
 def test_the_command_line_says_when_there_is_no_train_split(built, tmp_path, capsys):
-    from datasets_build.cli import main
+    from datasets_build.cli.main import main
 
     root, _, _ = built
     code = main(["mate", "--source", str(root), "--out", str(tmp_path / "m"), "--splits", "val", "--quiet",

@@ -20,18 +20,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from models.data import Normalizer
+from datasets_build.core.device import pick_device
+from datasets_build.motion.normalizer import Normalizer
 from models.retrieval.model import TMR, RetrievalConfig
-from models.text import TextEncoder, load_text_encoder
+from datasets_build.text.encoders import TextEncoder, load_text_encoder
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = "models.retrieval/1"
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def encoder_record(encoder: TextEncoder, checkpoint: str | None = None) -> dict[str, Any]:

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from models.data import DataOptions, MotionDataset
-from models.metrics import RECALL_KS, retrieval_all, retrieval_in_batches
+from models.training.data import DataOptions, MotionDataset
+from models.eval.metrics import RECALL_KS, retrieval_all, retrieval_in_batches
 from models.retrieval.api import RetrievalEncoder, load_checkpoint, load_retrieval_model
-from models.text import TextEncoder
+from datasets_build.text.encoders import TextEncoder
 
 
 def evaluate(run: str, data: str, split: str = "test", device: str | None = None, batch_size: int = 32,

@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.data import DataOptions, MotionDataset, Normalizer, compute_stats, dataset_name, make_loader
-from models.metrics import retrieval_all
+from models.training.data import DataOptions, MotionDataset, Normalizer, compute_stats, dataset_name, make_loader
+from models.eval.metrics import retrieval_all
 from models.retrieval.api import (
     CHECKPOINT, RetrievalEncoder, check_text_encoder, encoder_record, load_checkpoint, pick_device, save_checkpoint,
 )
 from models.retrieval.model import TMR, RetrievalConfig
-from models.text import TextEncoder, TextFeatureCache, load_text_encoder
+from datasets_build.text.encoders import TextEncoder, load_text_encoder
+from datasets_build.text.feature_cache import TextFeatureCache
 
 
 @dataclass

@@ -1,0 +1,103 @@
+"""Build a recipe: stream a release through its processors into a saved DatasetDict.
+
+    build(BuildConfig(...), executor=None) -> BuildResult
+
+One pass per split: ids are cut into chunks, an executor runs the chunk task on each (in this
+process, a fork pool, or elsewhere), and every chunk becomes a shard of the final dataset. This
+module keeps the progress bar, merges the chunks' results and publishes. The whole build is
+fingerprinted (recipe config, processor fingerprints, the source's file listing): an unchanged
+re-run does nothing, a changed one recomputes only rows whose processor inputs changed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from datasets_build.builder import publish
+from datasets_build.builder.chunk import COUNT_KEYS, ChunkTask
+from datasets_build.builder.config import BuildConfig, BuildResult, OutputFolderError, StrictStop
+from datasets_build.builder.dataset_steps import run_steps
+from datasets_build.builder.plan import (
+    default_num_proc, fingerprint, make_chunks, plan_splits, split_features, with_step_columns,
+)
+from datasets_build.core.hashing import stable_hash
+from datasets_build.executor.base import Executor
+from datasets_build.executor.local import LocalExecutor
+from datasets_build.formats.arrow import finish_split_dir
+from datasets_build.formats.built import CACHE, PARTIAL, read_build_record
+from datasets_build.formats.release import Rejection, open_release
+from datasets_build.motion.specs import SPECS
+
+
+def build(config: BuildConfig, executor: Executor | None = None) -> BuildResult:
+    """Run `config`; `executor` defaults to a LocalExecutor with `config.num_proc` workers (or the
+    default for the build's size)."""
+    started = time.perf_counter()
+    spec = SPECS[config.dataset]
+    release = open_release(config.source, spec, config.splits, config.with_joints)
+    for step in config.processors + config.steps:
+        step.check_dependencies()
+        for module in step.preload:  # slow imports done once, before workers fork
+            importlib.import_module(module)
+    features = split_features(release, config.processors)
+    final_features = with_step_columns(features, config.steps)
+    plan, rejections = plan_splits(release, config.splits, config.limit)
+    if config.strict and rejections:
+        raise StrictStop(rejections[0].message())
+    build_fingerprint = fingerprint(config, release, plan)
+    out = Path(config.out)
+    previous = read_build_record(out)
+    if previous and previous.get("fingerprint") == build_fingerprint and not config.overwrite:
+        return BuildResult(out, True, previous["counts"], [], time.perf_counter() - started,
+                           previous.get("counters", {}))
+    ours = previous is not None or (out / PARTIAL).exists() or (out / CACHE).exists()
+    if not ours and out.exists() and any(out.iterdir()) and not config.overwrite:
+        raise OutputFolderError(f"the output folder {out} is not empty and holds no earlier build")
+
+    partial = out / PARTIAL
+    shutil.rmtree(partial, ignore_errors=True)
+    task = ChunkTask(release, features, config.processors, partial, out / CACHE / "rows", config.strict,
+                     config.batch_size)
+    total = sum(len(ids) for ids in plan.values())
+    executor = executor or LocalExecutor(config.num_proc or default_num_proc(total))
+    files, counts, counters = _write_shards(config, task, executor, plan, rejections)
+    for split in config.splits:
+        finish_split_dir(partial / split, files[split], features, split, stable_hash([build_fingerprint, split]),
+                         f"{spec.title} {split} built by datasets_build ({config.recipe})")
+    result = BuildResult(out, False, counts, rejections, 0.0, counters)
+    publish.publish(config, release, final_features, build_fingerprint, result, partial)
+    run_steps(config, out, features, build_fingerprint)
+    result.counters.update({step.name: dict(step.counters) for step in config.steps})
+    result.seconds = time.perf_counter() - started
+    publish.write_build_record(out, config, build_fingerprint, result)
+    return result
+
+
+def _write_shards(config: BuildConfig, task: ChunkTask, executor: Executor, plan: dict[str, list[str]],
+                  rejections: list[Rejection]) -> tuple[dict, dict, dict]:
+    """Read, check, process and write every chunk of every split; rejections are appended."""
+    total = sum(len(ids) for ids in plan.values())
+    chunks = [chunk for split in config.splits for chunk in make_chunks(split, plan[split], executor.workers)]
+    files: dict[str, list[str]] = {split: [] for split in config.splits}
+    counts: dict[str, Counter] = {split: Counter() for split in config.splits}
+    counters: dict[str, Counter] = {p.name: Counter() for p in config.processors}
+    for split in config.splits:
+        (task.partial / split).mkdir(parents=True)
+    with tqdm(total=total, desc=f"{task.release.spec.name}: read, check, process, write",
+              unit=" motions", disable=not config.progress) as bar:
+        for chunk, result in zip(chunks, executor.map(task, chunks)):
+            files[chunk.split] += result["files"]
+            counts[chunk.split].update(result["counts"])
+            rejections += result["rejections"]
+            for name, values in result["counters"].items():
+                counters[name].update(values)
+            bar.set_postfix_str(chunk.split, refresh=False)
+            bar.update(len(chunk.ids))
+    return (files, {split: {k: c.get(k, 0) for k in COUNT_KEYS} for split, c in counts.items()},
+            {name: dict(c) for name, c in counters.items()})

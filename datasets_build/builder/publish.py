@@ -1,0 +1,122 @@
+"""Publish a build: swap the written splits into place, then write what describes them (release
+statistics, the rejected-items manifest, the dataset card) and, last, the build record.
+`datasets_build.formats.built` reads them back."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+
+from datasets_build.builder import card
+from datasets_build.builder.config import BuildConfig, BuildResult
+from datasets_build.core.hashing import stable_hash
+from datasets_build.formats.arrow import ShardWriter, batch_table, finish_split_dir, write_dataset_dict_json
+from datasets_build.formats.built import BUILD_RECORD, MANIFEST, RELEASE_STATS, read_build_record
+from datasets_build.formats.release import Rejection, Release
+
+# Names of settings that hold secrets (api_key, token, ...); not `token_features`.
+_SECRET_KEY = re.compile(r"(^|_)(api_?key|key|secret|password|token|credentials?)$", re.IGNORECASE)
+
+
+def publish(config: BuildConfig, release: Release, features: datasets.Features, fingerprint: str,
+            result: BuildResult, partial: Path) -> None:
+    """Swap the freshly written splits into place, then write the files that describe them."""
+    out = Path(config.out)
+    previous = read_build_record(out) or {}
+    (out / BUILD_RECORD).unlink(missing_ok=True)  # from here until the new record, no build is complete
+    previous_steps = {step["name"] for step in previous.get("steps", [])}
+    for name in set(previous.get("splits", [])) | set(config.splits) | {RELEASE_STATS} | previous_steps | {
+            step.name for step in config.steps}:
+        shutil.rmtree(out / name, ignore_errors=True)
+    for split in config.splits:
+        os.replace(partial / split, out / split)
+    shutil.rmtree(partial, ignore_errors=True)
+    write_dataset_dict_json(out, config.splits)
+
+    stats = release.mean_std()
+    if stats is not None:
+        _write_release_stats(out / RELEASE_STATS, *stats)
+    with open(out / MANIFEST, "w", encoding="utf-8") as handle:
+        for rejection in result.rejections:
+            handle.write(json.dumps(rejection.__dict__, ensure_ascii=False) + "\n")
+    (out / "README.md").write_text(
+        card.render(config, release, features, result, rejected_by_reason(result.rejections),
+                    has_stats=stats is not None),
+        encoding="utf-8",
+    )
+
+
+def _write_release_stats(folder: Path, mean: np.ndarray, std: np.ndarray) -> None:
+    features = datasets.Features({"mean": datasets.List(datasets.Value("float32")),
+                                  "std": datasets.List(datasets.Value("float32"))})
+    folder.mkdir()
+    writer = ShardWriter(folder, "stats", features)
+    writer.write(batch_table({"mean": [mean], "std": [std]}, features))
+    finish_split_dir(folder, writer.close(), features, "release_stats", stable_hash([mean, std]),
+                     "Mean.npy and Std.npy of the release")
+
+
+def write_build_record(out: Path, config: BuildConfig, fingerprint: str, result: BuildResult) -> None:
+    """Written last: its presence with a fingerprint says the build in `out` is complete."""
+    record = {
+        "tool": "datasets_build",
+        "fingerprint": fingerprint,
+        "recipe": config.recipe,
+        "dataset": config.dataset,
+        "source": str(config.source),
+        "splits": list(config.splits),
+        "limit": config.limit,
+        "counts": result.counts,
+        "rejected": rejected_by_reason(result.rejections),
+        "processors": [processor_record(p) for p in config.processors],
+        "steps": [processor_record(s) for s in config.steps],
+        "counters": result.counters,
+        "seconds": round(result.seconds, 3),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "datasets_version": datasets.__version__,
+    }
+    (Path(out) / BUILD_RECORD).write_text(json.dumps(record, indent=2))
+
+
+def processor_record(processor) -> dict[str, Any]:
+    return {"name": processor.name, "version": processor.version,
+            "fingerprint": processor.fingerprint(), "config": redact(processor.config())}
+
+
+def redact(config: dict[str, Any]) -> dict[str, Any]:
+    """Configuration as it may be written to disk: anything that looks like a secret is dropped."""
+    return {k: ("<redacted>" if _SECRET_KEY.search(k) else v) for k, v in config.items()}
+
+
+def rejected_by_reason(rejections: list[Rejection]) -> dict[str, int]:
+    return dict(sorted(Counter(f"{r.reason} ({r.level})" for r in rejections).items()))
+
+
+def summary(result: BuildResult) -> str:
+    if result.skipped:
+        return (f"{result.out} is up to date (same recipe, processors and source files as its last build); "
+                "nothing to do. Pass --overwrite to rebuild anyway.")
+    lines = [f"Built {result.out} in {result.seconds:.1f} s"]
+    for split, c in result.counts.items():
+        lines.append(f"  {split:>5}: {c['motions']:,} motions, {c['annotations']:,} annotations "
+                     f"({c['subclips']:,} sub-clips), {c['frames']:,} frames")
+    by_reason = rejected_by_reason(result.rejections)
+    if by_reason:
+        motions = sum(r.level == "motion" for r in result.rejections)
+        lines.append(f"  rejected: {motions:,} ids and {len(result.rejections) - motions:,} caption lines, "
+                     f"listed in {Path(result.out) / MANIFEST}")
+        lines += [f"    {reason}: {count:,}" for reason, count in by_reason.items()]
+    else:
+        lines.append("  rejected: none")
+    for name, counters in result.counters.items():
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counters.items())))
+    return "\n".join(lines)

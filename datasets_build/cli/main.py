@@ -1,0 +1,205 @@
+"""Command line: `python -m datasets_build <recipe> --source PATH --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from datasets_build.builder.api import build
+from datasets_build.builder.config import BuildConfig, OutputFolderError
+from datasets_build.builder.preview import batch_export, batch_import, dry_run
+from datasets_build.builder.publish import summary
+from datasets_build.cli.llm_session import llm_session, redact_argv, uses_llm, with_base_url
+from datasets_build.core.errors import UserError
+from datasets_build.core.flags import positive_int
+from datasets_build.motion.specs import SPECS, SPLITS
+from datasets_build.recipes.registry import RECIPES
+from datasets_build.synthetic.sample_release import ensure_sample_release, write_sample_release
+
+# What the command line adds to a library error: the flag that resolves it.
+HINTS = {OutputFolderError: "pass --overwrite to write there anyway"}
+
+DESCRIPTION = """\
+Build text-to-motion releases (HumanML3D, KIT-ML) into Hugging Face Arrow datasets that load
+with datasets.load_from_disk(OUT). Each sub-command is a recipe; `<recipe> --help` lists its
+options. Every id of the split files ends up in the output or in OUT/rejected.jsonl with its reason.
+"""
+EPILOG = """\
+examples:
+  python -m datasets_build humanml3d --source /data/HumanML3D --out /data/built/humanml3d
+  python -m datasets_build kitml --source /data/KIT-ML --out /data/built/kitml
+  python -m datasets_build humanml3d --source sample --out /tmp/sample   # no licensed data needed
+  python -m datasets_build mate --source /data/HumanML3D --out /data/built/mate --segment-encoder runs/tmr
+  python -m datasets_build show /tmp/sample --id 000001 --out /tmp/000001.gif
+  python -m datasets_build stats /tmp/sample
+"""
+
+
+def _add_build_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, metavar="PATH",
+                        help="release folder (new_joint_vecs/, texts/, train.txt, ...), or 'sample' "
+                             "to generate (once, cached) and build the procedural sample release")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
+                        help="output folder: a DatasetDict (train/val/test) plus README.md, "
+                             "rejected.jsonl, release_stats/ and build.json")
+    parser.add_argument("--splits", default=",".join(SPLITS),
+                        help="comma-separated split files to build (default: %(default)s)")
+    parser.add_argument("--limit", type=positive_int, metavar="N",
+                        help="only the first N ids of each split, for a quick try")
+    parser.add_argument("--num-proc", type=positive_int, metavar="N",
+                        help="worker processes (default: 1 for small builds, else up to 4 by CPU count)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rebuild even when the output is up to date, or write into a non-empty "
+                             "folder that holds no earlier build (caches are kept)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first problem (naming the file, line and what is wrong) "
+                             "instead of listing it in rejected.jsonl")
+    parser.add_argument("--no-joints", dest="with_joints", action="store_false",
+                        help="leave out new_joints/ even when the release has it")
+    parser.add_argument("--sample-motions", type=positive_int, default=64, metavar="N",
+                        help="with --source sample: base motions to generate (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="with --source sample: generator seed")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m datasets_build", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for recipe in RECIPES.values():
+        sub = commands.add_parser(recipe.name, help=f"recipe: {recipe.help}", description=recipe.help)
+        _add_build_options(sub)
+        for add_options in recipe.options:
+            add_options(sub)
+    sample = commands.add_parser(
+        "sample", help="write a small synthetic release (procedural skeleton motions) in the official layout",
+        description="Write a release of procedurally animated skeletons (walk, turn, jump, wave, kick, sit, "
+                    "crouch, and sequences of them) with captions that describe them in time order, sub-clip "
+                    "lines, mirrors, splits, Mean/Std and segments.jsonl (the true action boundaries). "
+                    "Deterministic for a seed. Build it like a real release: <recipe> --source DIR.")
+    sample.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write the release to")
+    sample.add_argument("--dataset", choices=sorted(SPECS), default="humanml3d", help="layout (default: %(default)s)")
+    sample.add_argument("--motions", type=positive_int, default=64, metavar="N",
+                        help="base motions; mirrors double them (default: %(default)s)")
+    sample.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
+    sample.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    show = commands.add_parser("show", help="render one motion of a build as a skeleton animation or filmstrip",
+                               description="Render a motion of a built dataset: .gif or .mp4 animation, or a "
+                                           ".png filmstrip of key poses, with the ground, the root trajectory "
+                                           "and the caption; frames are coloured by segment where the "
+                                           "annotation has a segmentation.")
+    show.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a build")
+    show.add_argument("--id", required=True, help="motion id, e.g. 000021 or M000021")
+    show.add_argument("--annotation", type=int, metavar="K",
+                      help="draw only annotation K (0-based) of the motion: its frame range and caption")
+    show.add_argument("--out", required=True, type=Path, metavar="FILE", help="a .gif, .mp4 or .png file")
+    export = commands.add_parser("export-fine", help="write a finehumanml3d build in FineHumanML3D's published layout",
+                                 description="One <id>.txt per motion, one line per coarse caption line of the "
+                                             "release (same order) with its tagged step descriptions; empty "
+                                             "where no checked description exists.")
+    export.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a finehumanml3d build")
+    export.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the .txt files")
+    rmd = commands.add_parser("export-remodiffuse", help="write a remodiffuse build as ReMoDiffuse's database .npz",
+                              description="text_features, captions, motions (N, 196, D) padded, m_lengths, "
+                                          "clip_seq_features, train_indexes, test_indexes: drop-in for the reference "
+                                          "code's t2m_text_train.npz. Needs a build with --text-encoder clip.")
+    rmd.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a remodiffuse build")
+    rmd.add_argument("--out", required=True, type=Path, metavar="FILE", help="the .npz file to write")
+    rmd.add_argument("--any-encoder", action="store_true",
+                     help="accept features of another encoder (the reference code expects CLIP ViT-B/32)")
+    stats = commands.add_parser("stats", help="plot motion/caption length and annotation histograms of a build",
+                                description="Write histograms per split (motion length in seconds, caption "
+                                            "length in words, annotations per motion) as PNG files.")
+    stats.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a build")
+    stats.add_argument("--out", type=Path, metavar="DIR", help="folder for the plots (default: BUILT_DIR/plots)")
+    return parser
+
+
+def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
+    recipe = RECIPES[args.command]
+    source_note = ""
+    if args.source == "sample":
+        source = ensure_sample_release(recipe.dataset, args.sample_motions, args.seed)
+        source_note = f"(procedural sample release: {args.sample_motions} base motions, seed {args.seed})"
+        print(f"Using the sample release in {source}", file=sys.stderr)
+    else:
+        source = Path(args.source)
+    processors, steps = recipe.make_steps(args, args.out)
+    config = BuildConfig(
+        recipe=recipe.name, dataset=recipe.dataset, source=source, out=args.out,
+        processors=processors, steps=steps,
+        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), limit=args.limit,
+        num_proc=args.num_proc or (1 if recipe.uses_llm else None),
+        batch_size=256 if recipe.uses_llm else 64,  # more requests in flight per batch
+        strict=args.strict, overwrite=args.overwrite, with_joints=args.with_joints,
+        progress=not args.quiet, command="python -m datasets_build " + shlex.join(redact_argv(argv)),
+        source_note=source_note,
+    )
+    if not recipe.uses_llm:
+        print(summary(build(config)))
+        return 0
+    asking = [p for p in processors if uses_llm(p)]
+    if args.llm_batch_import:
+        print(batch_import(asking[0], args.llm_batch_import))  # one cache for all of them
+    if args.dry_run:
+        print("\n".join(dry_run(config, p) for p in asking))
+        return 0
+    if args.llm_batch_export:
+        print(batch_export(config, asking, args.llm_batch_export))
+        return 0
+    with llm_session(args) as base_url:
+        pointed = tuple(with_base_url(p, base_url) if uses_llm(p) else p for p in processors)
+        print(summary(build(dataclasses.replace(config, processors=pointed))))
+    return 0
+
+
+def write_sample(args: argparse.Namespace) -> int:
+    if args.out.exists() and any(args.out.iterdir()):
+        if not args.overwrite:
+            raise OutputFolderError(f"the output folder {args.out} is not empty; pass --overwrite to replace it")
+        shutil.rmtree(args.out)
+    write_sample_release(args.out, args.dataset, args.motions, args.seed)
+    print(f"wrote a {SPECS[args.dataset].title} sample release of {2 * args.motions} motions to {args.out}; "
+          f"build it with: python -m datasets_build {args.dataset} --source {args.out} --out BUILT_DIR")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = make_parser().parse_args(argv)
+    try:
+        if args.command == "sample":
+            return write_sample(args)
+        if args.command == "show":
+            from datasets_build.viz.browse import show
+
+            print(show(args.built, args.id, args.out, args.annotation))
+            return 0
+        if args.command == "export-fine":
+            from datasets_build.exports.finehumanml3d import export_fine
+
+            print(export_fine(args.built, args.out))
+            return 0
+        if args.command == "export-remodiffuse":
+            from datasets_build.exports.remodiffuse import export_remodiffuse
+
+            written = export_remodiffuse(args.built, args.out, require_clip=not args.any_encoder)
+            print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
+            return 0
+        if args.command == "stats":
+            from datasets_build.viz.browse import stats
+
+            print(stats(args.built, args.out or args.built / "plots"))
+            return 0
+        return run_recipe(args, argv)
+    except UserError as error:
+        hint = next((text for kind, text in HINTS.items() if isinstance(error, kind)), "")
+        print(f"error: {error}" + (f"; {hint}" if hint else ""), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue (finished work is cached)", file=sys.stderr)
+        return 130

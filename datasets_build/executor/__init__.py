@@ -1,0 +1,1 @@
+"""Where chunk tasks run: the local executor (this process or a fork pool)."""

@@ -1,0 +1,271 @@
+"""The LLM engine every LLM processor uses: an OpenAI-compatible client with bounded concurrency,
+retries that respect `retry-after`, per-request timeouts, and a content-addressed response cache.
+
+The cache is an SQLite file written as each answer arrives, keyed by a hash of the model, the
+prompt version, the messages and the sampling parameters: an interrupted run (even `kill -9`)
+resumes without sending any request that already has an answer. The API key is read from the
+environment when a client is made and is never part of a configuration, a cache or a log.
+Requests go out through `llm_transport`: plain HTTP/1.1 on asyncio for a local server, httpx otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from datasets_build.llm.transport import TRANSPORT_ERRORS, open_transport
+from datasets_build.core.errors import UserError
+from datasets_build.core.hashing import stable_hash
+from datasets_build.core.kv_store import SqliteStore
+
+RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+class LLMSetupError(UserError, RuntimeError):
+    """No usable endpoint (no key, no URL, a local server that will not start): one sentence."""
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None  # None: OPENAI_BASE_URL or OpenAI's own
+    temperature: float = 0.0
+    seed: int | None = 0
+    max_tokens: int = 1024
+    concurrency: int = 16
+    timeout: float = 120.0  # seconds per request
+    max_retries: int = 6
+    cache_path: str = ""  # SQLite file; the recipe puts it next to the output
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the answers (a processor's fingerprint uses this, not endpoint or limits)."""
+        return {"model": self.model, **self.params()}
+
+    def params(self) -> dict[str, Any]:
+        """Sampling parameters: part of every cache key (the endpoint and limits are not)."""
+        return {"temperature": self.temperature, "seed": self.seed, "max_tokens": self.max_tokens}
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[tuple[str, str], ...]  # (role, content) pairs
+    prompt_version: str
+
+    def body(self, config: LLMConfig) -> dict[str, Any]:
+        return {"model": config.model, "messages": [{"role": r, "content": c} for r, c in self.messages],
+                **{k: v for k, v in config.params().items() if v is not None}}
+
+    def key(self, config: LLMConfig) -> str:
+        return stable_hash({"model": config.model, "prompt": self.prompt_version,
+                            "messages": self.messages, "params": config.params()})
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    text: str | None
+    error: str | None = None
+    cached: bool = False
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class ResponseCache(SqliteStore):
+    """Answers by request key, one committed row per answer."""
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path, "responses", "model TEXT, prompt_version TEXT, request TEXT, text TEXT NOT NULL, "
+                                            "usage TEXT, created REAL")
+
+    def get_many(self, keys: list[str]) -> dict[str, ChatResult]:
+        return {key: ChatResult(text, cached=True, usage=json.loads(usage or "{}"))
+                for key, text, usage in self.select(keys, "text, usage")}
+
+    def put(self, key: str, request: ChatRequest, config: LLMConfig, result: ChatResult) -> None:
+        self.store(key, config.model, request.prompt_version, json.dumps(request.body(config)), result.text,
+                   result.usage)
+
+    def store(self, key: str, model: str, prompt_version: str, request: str, text: str,
+              usage: dict[str, int]) -> None:
+        """One answer row; `request` is the request body as JSON ("" when unknown, e.g. a batch import)."""
+        self.insert([(key, model, prompt_version, request, text, json.dumps(usage), time.time())])
+
+
+def endpoint(config: LLMConfig) -> tuple[str, str]:
+    """(base URL, API key): the configured URL, else OPENAI_BASE_URL, else OpenAI's own; the key from
+    OPENAI_API_KEY (any for a local server, which ignores it)."""
+    base_url = config.base_url or os.environ.get("OPENAI_BASE_URL")
+    api_key = os.environ.get("OPENAI_API_KEY")
+    if not api_key:
+        if not base_url:
+            raise LLMSetupError("no LLM endpoint: set OPENAI_API_KEY for OpenAI, or pass --llm-base-url "
+                               "(vLLM, Ollama, llama.cpp) or --llm local")
+        api_key = "not-needed"  # local servers accept any key
+    return base_url or "https://api.openai.com/v1", api_key
+
+
+class LLMEngine:
+    """Answers chat requests from the cache or the endpoint. `counters` feed the run summary:
+    sent, cached, retries, failures, tokens_in, tokens_out."""
+
+    def __init__(self, config: LLMConfig):
+        if not config.cache_path:
+            raise ValueError("LLMConfig.cache_path is required: answers must be cached")
+        self.config = config
+        self.cache = ResponseCache(config.cache_path)
+        self.counters: Counter = Counter()
+        # One event loop and its connections for the engine's life: connections stay open between
+        # batches instead of being made again for each.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport = None
+
+    def run(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        """Answer every request (identical ones once), in order; failures come back as errors."""
+        keys = [r.key(self.config) for r in requests]
+        results = self.cache.get_many(list(dict.fromkeys(keys)))
+        self.counters["cached"] += sum(k in results for k in keys)
+        todo = {k: r for k, r in zip(keys, requests) if k not in results}
+        if todo:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+            results.update(self._loop.run_until_complete(self._send_all(todo)))
+        return [results[k] for k in keys]
+
+    def close(self) -> None:
+        if self._loop is not None:
+            if self._transport is not None:
+                self._loop.run_until_complete(self._transport.close())
+            self._loop.close()
+            self._loop, self._transport = None, None
+        self.cache.close()
+
+    def pending(self, requests: Iterable[ChatRequest]) -> list[ChatRequest]:
+        """The requests that have no cached answer yet (for --dry-run and batch export)."""
+        unique = {r.key(self.config): r for r in requests}
+        cached = self.cache.get_many(list(unique))
+        return [r for k, r in unique.items() if k not in cached]
+
+    async def _send_all(self, todo: dict[str, ChatRequest]) -> dict[str, ChatResult]:
+        if self._transport is None:
+            self._transport = open_transport(*endpoint(self.config), self.config.timeout, self.config.concurrency)
+        results: dict[str, ChatResult] = {}
+        queue = iter(todo.items())
+
+        async def worker() -> None:  # `concurrency` of these share the queue
+            for key, request in queue:
+                body = json.dumps(request.body(self.config))
+                results[key] = result = await self._send(body.encode())
+                if result.error is None:  # stored at once: a kill loses nothing paid for
+                    self.cache.store(key, self.config.model, request.prompt_version, body, result.text, result.usage)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.config.concurrency, len(todo)))))
+        return results
+
+    async def _send(self, body: bytes) -> ChatResult:
+        error = "not sent"
+        for attempt in range(self.config.max_retries + 1):
+            if attempt:
+                self.counters["retries"] += 1
+            self.counters["sent"] += 1
+            headers: dict[str, str] = {}
+            try:
+                status, headers, data = await self._post(body)
+                response = json.loads(data) if 200 <= status < 300 else None
+            except asyncio.TimeoutError:
+                error = f"no answer within {self.config.timeout:g} s"
+            except TRANSPORT_ERRORS as exc:  # ValueError: a body that is not JSON (a broken proxy, say)
+                error = f"{type(exc).__name__}: {str(exc)[:200]}"
+            else:
+                if response is None:
+                    error = f"HTTP {status}: {data[:200].decode(errors='replace')}"
+                    if status not in RETRYABLE_STATUS:
+                        break
+                elif (text := _text_of(response)) is not None:
+                    return self._answer(text, response)
+                else:  # e.g. content null, or an error object with status 200: back off and ask again
+                    error = f"the answer has no text: {str(response)[:200]}"
+            if attempt < self.config.max_retries:
+                await asyncio.sleep(_retry_delay(headers, attempt))
+        self.counters["failures"] += 1
+        return ChatResult(None, error=error)
+
+    async def _post(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if hasattr(asyncio, "timeout"):  # Python 3.11+: unlike wait_for, no task for each request
+            async with asyncio.timeout(self.config.timeout):
+                return await self._transport.post(body)
+        return await asyncio.wait_for(self._transport.post(body), self.config.timeout)
+
+    def _answer(self, text: str, response: dict[str, Any]) -> ChatResult:
+        usage = response.get("usage") or {}
+        usage = {"prompt_tokens": usage.get("prompt_tokens") or 0,
+                 "completion_tokens": usage.get("completion_tokens") or 0}
+        self.counters["tokens_in"] += usage["prompt_tokens"]
+        self.counters["tokens_out"] += usage["completion_tokens"]
+        return ChatResult(text, usage=usage)
+
+
+def _text_of(response: Any) -> str | None:
+    try:
+        text = response["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return text if isinstance(text, str) else None
+
+
+def _retry_delay(headers, attempt: int) -> float:
+    """The server's retry-after (seconds or milliseconds) when given, else capped exponential
+    backoff with jitter."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name) if headers else None
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                pass
+    return min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+
+
+def estimate_tokens(requests: list[ChatRequest], config: LLMConfig) -> tuple[int, int]:
+    """Rough (input, output) token counts: 4 characters a token in, max_tokens out at most."""
+    chars = sum(len(content) for r in requests for _, content in r.messages)
+    return chars // 4, len(requests) * config.max_tokens
+
+
+def export_batch(requests: list[ChatRequest], config: LLMConfig, path: str | os.PathLike) -> int:
+    """Write requests as an OpenAI Batch API / `vllm run-batch` input file (JSONL)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for request in requests:
+            handle.write(json.dumps({"custom_id": request.key(config), "method": "POST",
+                                     "url": "/v1/chat/completions", "body": request.body(config)}) + "\n")
+    return len(requests)
+
+
+def import_batch(path: str | os.PathLike, engine: LLMEngine) -> tuple[int, list[str]]:
+    """Feed a Batch API / `vllm run-batch` output file into the cache (its custom_id is the request
+    key `export_batch` wrote); returns (answers imported, problems with line numbers)."""
+    imported, problems = 0, []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            body = (entry.get("response") or {}).get("body") or {}
+            text = body["choices"][0]["message"]["content"]
+            key = entry["custom_id"]
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError):
+            problems.append(f"{path} line {number}: not a chat-completion result line")
+            continue
+        if entry.get("error") or text is None:
+            problems.append(f"{path} line {number}: {entry.get('error') or 'no text'} ({entry.get('custom_id')})")
+            continue
+        usage = body.get("usage") or {}
+        engine.cache.store(key, body.get("model", engine.config.model), "", "", text,
+                           {"prompt_tokens": usage.get("prompt_tokens", 0),
+                            "completion_tokens": usage.get("completion_tokens", 0)})
+        imported += 1
+    return imported, problems

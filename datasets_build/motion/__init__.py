@@ -1,0 +1,1 @@
+"""The domain of motions: dataset specs, kinematics, caption lines, normalisation."""

@@ -1,0 +1,1 @@
+"""Recipes: option dataclasses and the ordered steps each recipe makes from them (no argparse)."""

@@ -1,0 +1,1 @@
+"""Frozen text encoders (CLIP, MiniLM) and a per-caption cache of their features."""

@@ -1,0 +1,1 @@
+"""Pictures of builds: skeleton animations and filmstrips, histograms."""

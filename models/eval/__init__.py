@@ -1,0 +1,1 @@
+"""Evaluation shared by all models: metrics (and later the standard evaluator and protocol)."""

@@ -1,0 +1,353 @@
+"""Training samples from a built Arrow dataset, shared by every model.
+
+`MotionDataset` is a torch Dataset over the samples of `datasets_build.flatten_samples` (sub-clips
+are samples of their own; `sample_index` computes the same list with numpy, tested equal) that reads
+motions straight from the Arrow memory map: the `motion` column's chunks are viewed as flat
+float32 frames plus row offsets, so a sample is a numpy slice of the mapped file (no per-row Python
+lists, no copy until normalisation). It pickles as a path plus small index arrays; a worker process
+reopens the Arrow files itself, so `DataLoader(num_workers=N)` stays cheap to start.
+
+Reference rules (T2M / MoMask `Text2MotionDataset`), all options of `DataOptions`:
+- keep samples with `min_length <= T < max_length` (HumanML3D 40..200, KIT-ML 24..200);
+- crop to a multiple of `unit_length` (4); when `unit_length < 10` the reference draws
+  `coin2 = choice(['single', 'single', 'double'])` and on 'double' crops one unit shorter, i.e. the
+  shorter crop happens with probability 1/3 (`shorter_crop_prob`), which we reproduce because the
+  pretrained evaluators and length predictors were trained on exactly this distribution;
+- a random crop start in `[0, T - crop]`; z-normalise; zero-pad to `max_motion_length` (196);
+- one caption drawn at random per sample per access.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import torch
+
+from datasets_build.motion.normalizer import Normalizer, block_average as _block_average
+from datasets_build.motion.specs import SPECS
+
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    min_length: int | None = 40
+    max_length: int | None = 200  # exclusive
+    unit_length: int = 4
+    max_motion_length: int = 196  # pad (and, without a max_length filter, crop) to this
+    shorter_crop_prob: float | None = None  # None: the reference's 1/3 when unit_length < 10, else 0
+    random_crop: bool = True  # False: crop start 0 and never the shorter crop (evaluation)
+    caption: str = "random"  # "random" (reference) or "first"
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **overrides: Any) -> "DataOptions":
+        """The reference filters of `humanml3d` (40 <= T < 200) or `kitml` (24 <= T < 200)."""
+        presets = {"humanml3d": cls(min_length=40), "kitml": cls(min_length=24)}
+        if dataset not in presets:
+            raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(presets)}")
+        return replace(presets[dataset], **overrides)
+
+    def crop_length(self, length: int, rng: random.Random) -> int:
+        """Frames kept from a sample of `length` frames (the reference's coin2 rule)."""
+        prob = self.shorter_crop_prob
+        if prob is None:
+            prob = 1 / 3 if self.unit_length < 10 else 0.0
+        units = length // self.unit_length
+        if self.random_crop and units > 1 and rng.random() < prob:
+            units -= 1  # coin2 == 'double'
+        crop = units * self.unit_length
+        # the reference never needs this (T < 200 crops to <= 196); without a max_length filter,
+        # longer samples get a random window of the padded length
+        crop = min(crop, self.max_motion_length // self.unit_length * self.unit_length)
+        return crop if crop > 0 else length  # shorter than one unit: keep it whole
+
+
+# ----------------------------------------------------------------------------- Arrow views
+def _split_files(data: str | os.PathLike | datasets.Dataset, split: str) -> list[str]:
+    """The Arrow files backing a split, so that any process can map them again."""
+    if not isinstance(data, datasets.Dataset):
+        # save_to_disk's layout: DIR/<split>/state.json lists the files; reading it directly saves
+        # load_from_disk's ~0.15 s (a tenth of the time to the first batch at HumanML3D scale)
+        folder = Path(data) / split if (Path(data) / "dataset_dict.json").is_file() else Path(data)
+        try:
+            names = [f["filename"] for f in json.loads((folder / "state.json").read_text())["_data_files"]]
+            if names and all((folder / n).is_file() for n in names):
+                return [str(folder / n) for n in names]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        ds = datasets.load_from_disk(str(data))
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise KeyError(f"split {split!r} not in {data} (has {sorted(ds)})")
+            ds = ds[split]
+        data = ds
+    files = [f["filename"] for f in data.cache_files]
+    if not files or getattr(data, "_indices", None) is not None:  # a selection would not match the files' rows
+        raise ValueError("MotionDataset needs a split loaded from disk without select/shuffle/filter "
+                         "(it maps the Arrow files directly)")
+    return files
+
+
+def _open_table(files: list[str]) -> pa.Table:
+    """Memory-map the files (the streaming IPC format `datasets` writes); nothing is read yet."""
+    tables = [pa.ipc.open_stream(pa.memory_map(f)).read_all() for f in files]
+    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+
+def motion_chunks(table: pa.Table, column: str = "motion") -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per chunk of `column` (Array2D (None, D) float32): (frames [F, D] view, row offsets [n+1]).
+
+    Zero-copy: the extension array's storage is list<list<float>>; its innermost values are the
+    frames back to back, viewed as numpy without copying (read-only, backed by the memory map)."""
+    out = []
+    for chunk in table.column(column).chunks:
+        storage = chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
+        rows = storage.offsets.to_numpy()  # frame offsets into storage.values (slice-aware)
+        inner = storage.values
+        offsets = inner.offsets.to_numpy()
+        count = len(offsets) - 1
+        dim = int(offsets[1] - offsets[0]) if count else 0
+        if offsets[-1] - offsets[0] != count * dim:  # Array2D guarantees equal widths; cheap sanity check
+            raise ValueError(f"column {column!r} has frames of unequal width")
+        flat = inner.values.to_numpy(zero_copy_only=True)
+        frames = flat[offsets[0]:offsets[0] + count * dim].reshape(-1, max(dim, 1))
+        out.append((frames, rows))
+    return out
+
+
+class _ArrowRows:
+    """Row access to a mapped split: motion views and captions, rebuilt in every process."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.chunks = motion_chunks(table)
+        sizes = [len(rows) - 1 for _, rows in self.chunks]
+        self.row_chunk = np.repeat(np.arange(len(sizes)), sizes)
+        self.row_local = np.concatenate([np.arange(n) for n in sizes]) if sizes else np.zeros(0, int)
+        self.ids = table.column("id").chunks
+        # captions: annotations is list<struct>; the struct's `caption` child is one flat string array
+        self.captions, self.caption_offsets = [], []
+        for chunk in table.column("annotations").chunks:
+            self.captions.append(chunk.values.field("caption"))
+            self.caption_offsets.append(chunk.offsets.to_numpy())
+
+    def motion(self, row: int) -> np.ndarray:
+        frames, rows = self.chunks[self.row_chunk[row]]
+        local = self.row_local[row]
+        return frames[rows[local]:rows[local + 1]]
+
+    def motion_id(self, row: int) -> str:
+        return self.ids[self.row_chunk[row]][int(self.row_local[row])].as_py()
+
+    def caption(self, row: int, annotation: int) -> str:
+        c, local = self.row_chunk[row], self.row_local[row]
+        return self.captions[c][int(self.caption_offsets[c][local]) + annotation].as_py()
+
+
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVW"  # sub-clip name prefixes, as flatten_samples assigns them
+
+
+def _flat(table: pa.Table, column: str, field: str) -> np.ndarray:
+    """One struct field of a list<struct> column as a flat numpy array (all rows, in order)."""
+    parts = []
+    for chunk in table.column(column).chunks:
+        offsets = chunk.offsets.to_numpy()
+        structs = chunk.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+        parts.append(structs.field(field).to_numpy(zero_copy_only=False))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def sample_index(table: pa.Table, min_length: int | None, max_length: int | None) -> dict[str, np.ndarray]:
+    """The samples of `flatten_samples` (same order, rows, frame ranges, annotations and names;
+    the tests check equality), computed with numpy over the Arrow columns: flatten_samples turns
+    every annotation into Python objects, ~1 s for HumanML3D's train split, which would be most
+    of the time to the first batch. Returns arrays: row, start, end, ann_ptr/ann_index (annotation
+    positions within the row), prefix (0: whole motion, k: the k-th kept sub-clip, letter k-1)."""
+
+    def keep(frames: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(frames), bool)
+        if min_length is not None:
+            ok &= frames >= min_length
+        if max_length is not None:
+            ok &= frames < max_length
+        return ok
+
+    lengths = table.column("length").to_numpy().astype(np.int64)
+    counts = np.concatenate([np.diff(c.offsets.to_numpy()) for c in table.column("annotations").chunks] or
+                            [np.zeros(0, np.int64)]).astype(np.int64)
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    ann_row = np.repeat(np.arange(len(lengths)), counts)
+    ann_local = np.arange(ptr[-1]) - ptr[ann_row]
+    start, end = _flat(table, "annotations", "start_frame"), _flat(table, "annotations", "end_frame")
+    is_sub = _flat(table, "annotations", "is_subclip").astype(bool)
+    row_ok = keep(lengths)[ann_row]
+    sub = np.flatnonzero(is_sub & row_ok & keep(end.astype(np.int64) - start))
+    rank = np.arange(len(sub)) - np.searchsorted(sub, ptr[ann_row[sub]])  # kept sub-clips before, same row
+    whole_ann = np.flatnonzero(~is_sub & row_ok)
+    whole_rows, whole_counts = np.unique(ann_row[whole_ann], return_counts=True)
+    # one list of candidates: sub-clips (in annotation order) then whole motions, stably sorted by
+    # (row, whole after sub-clips), as flatten_samples appends them
+    rows = np.concatenate([ann_row[sub], whole_rows])
+    order = np.argsort(rows * 2 + np.r_[np.zeros(len(sub), int), np.ones(len(whole_rows), int)], kind="stable")
+    n_counts = np.r_[np.ones(len(sub), np.int64), whole_counts][order]
+    src_ptr = np.r_[np.arange(len(sub)), len(sub) + np.r_[0, np.cumsum(whole_counts)[:-1]]].astype(np.int64)[order]
+    ann_ptr = np.r_[0, np.cumsum(n_counts)].astype(np.int64)
+    flat = np.r_[ann_local[sub], ann_local[whole_ann]].astype(np.int32)
+    ann_index = flat[np.repeat(src_ptr - ann_ptr[:-1], n_counts) + np.arange(ann_ptr[-1])]
+    return {
+        "row": rows[order],
+        "start": np.r_[start[sub], np.zeros(len(whole_rows), np.int64)].astype(np.int64)[order],
+        "end": np.r_[end[sub], lengths[whole_rows]].astype(np.int64)[order],
+        "prefix": np.r_[rank + 1, np.zeros(len(whole_rows), np.int64)].astype(np.int32)[order],
+        "ann_ptr": ann_ptr, "ann_index": ann_index,
+    }
+
+
+# ----------------------------------------------------------------------------- dataset
+class MotionDataset(torch.utils.data.Dataset):
+    """Samples of one split of a built dataset, as the reference loaders serve them.
+
+    `data` is the build folder (`datasets.load_from_disk(data)[split]`) or a split loaded from disk.
+    `stats` is required: the model's own Normalizer, or None to return raw features on purpose.
+    Items: {"motion": float32 [max_motion_length, D], "length": int, "caption": str, "name": str,
+    "index": int}.
+    """
+
+    def __init__(self, data: str | os.PathLike | datasets.Dataset, split: str = "train", *,
+                 stats: Normalizer | None, options: DataOptions | None = None) -> None:
+        self.options = options or DataOptions()
+        self.stats = stats
+        self.files = _split_files(data, split)
+        table = _open_table(self.files)
+        index = sample_index(table, self.options.min_length, self.options.max_length)
+        # small index arrays, not Sample objects: they are what gets pickled to workers
+        self.rows, self.starts, self.ends = index["row"], index["start"], index["end"]
+        self.prefix, self.ann_ptr, self.ann_index = index["prefix"], index["ann_ptr"], index["ann_index"]
+        self._rows: _ArrowRows | None = _ArrowRows(table)
+        self._rng: random.Random | None = None
+        self._rng_key: int | None = None
+        if stats is not None and len(self.rows):
+            dim = self.arrow.motion(int(self.rows[0])).shape[1]
+            if stats.mean.shape[0] != dim:
+                raise ValueError(f"stats have {stats.mean.shape[0]} dims, motions have {dim}")
+
+    # pickling: index arrays and options only; every process maps the files again
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_rows=None, _rng=None, _rng_key=None)
+        return state
+
+    @property
+    def arrow(self) -> _ArrowRows:
+        if self._rows is None:
+            self._rows = _ArrowRows(_open_table(self.files))
+        return self._rows
+
+    @property
+    def rng(self) -> random.Random:
+        # torch seeds each worker differently (initial_seed = base_seed + worker id) every epoch
+        seed = torch.initial_seed()
+        if self._rng is None or self._rng_key != seed:
+            self._rng, self._rng_key = random.Random(seed), seed
+        return self._rng
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def raw_motion(self, index: int) -> np.ndarray:
+        """The sample's whole frame range, a read-only view of the memory-mapped file."""
+        return self.arrow.motion(int(self.rows[index]))[self.starts[index]:self.ends[index]]
+
+    def name(self, index: int) -> str:
+        """The reference's sample name: the motion id, or `<letter>_<id>` for a sub-clip."""
+        k = int(self.prefix[index]) - 1
+        prefix = "" if k < 0 else f"{_LETTERS[k] if k < len(_LETTERS) else k}_"
+        return prefix + self.arrow.motion_id(int(self.rows[index]))
+
+    def captions(self, index: int) -> list[str]:
+        row = int(self.rows[index])
+        return [self.arrow.caption(row, int(a)) for a in self.ann_index[self.ann_ptr[index]:self.ann_ptr[index + 1]]]
+
+    def crop(self, index: int) -> tuple[int, int]:
+        """(start, length) of the frames this access uses (random unless options.random_crop=False)."""
+        opt, rng = self.options, self.rng
+        total = int(self.ends[index] - self.starts[index])
+        length = opt.crop_length(total, rng)
+        start = rng.randint(0, total - length) if opt.random_crop else 0
+        return start, length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        opt = self.options
+        start, length = self.crop(index)
+        motion = self.raw_motion(index)[start:start + length]
+        padded = np.zeros((opt.max_motion_length, motion.shape[1]), np.float32)  # crop <= this
+        if self.stats is not None:  # normalise straight into the padded buffer: no temporaries
+            np.subtract(motion, self.stats.mean, out=padded[:length])
+            np.divide(padded[:length], self.stats.std, out=padded[:length])
+        else:
+            padded[:length] = motion
+        a, b = self.ann_ptr[index], self.ann_ptr[index + 1]
+        pick = self.rng.randrange(b - a) if opt.caption == "random" else 0
+        caption = self.arrow.caption(int(self.rows[index]), int(self.ann_index[a + pick]))
+        return {"motion": padded, "length": length, "caption": caption, "name": self.name(index),
+                "index": index}
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items: motion [B, T, D] float32, length [B] long, mask [B, T] bool, caption/name lists."""
+    motion = torch.from_numpy(np.stack([it["motion"] for it in items]))
+    length = torch.tensor([it["length"] for it in items], dtype=torch.long)
+    mask = torch.arange(motion.shape[1])[None, :] < length[:, None]
+    return {"motion": motion, "length": length, "mask": mask, "caption": [it["caption"] for it in items],
+            "name": [it["name"] for it in items], "index": torch.tensor([it["index"] for it in items])}
+
+
+def make_loader(dataset: MotionDataset, batch_size: int = 64, shuffle: bool = True, num_workers: int = 0,
+                drop_last: bool = True, **kwargs: Any) -> torch.utils.data.DataLoader:
+    """A DataLoader with `collate`; forked workers share the parent's memory map, spawned ones
+    unpickle the dataset (index arrays only) and map the files again."""
+    if num_workers > 0:
+        kwargs.setdefault("persistent_workers", True)
+        kwargs.setdefault("prefetch_factor", 4)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                                       drop_last=drop_last, collate_fn=collate, **kwargs)
+
+
+def compute_stats(data: str | os.PathLike | datasets.Dataset, split: str = "train", *,
+                  block_average: str | None = None, eps: float = 1e-6) -> Normalizer:
+    """Mean/std over every frame of a split's motions (each row once: sub-clips are not double
+    counted). `block_average="humanml3d"|"kitml"` averages std within each block of the feature
+    layout, as the release's Std.npy does. Accumulates in float64 over the mapped chunks."""
+    total, s1, s2 = 0, 0.0, 0.0
+    for frames, rows in motion_chunks(_open_table(_split_files(data, split))):
+        for lo in range(int(rows[0]), int(rows[-1]), 1 << 16):  # bounded float64 blocks
+            x = frames[lo:min(lo + (1 << 16), int(rows[-1]))].astype(np.float64)
+            s1, s2, total = s1 + x.sum(0), s2 + (x * x).sum(0), total + len(x)
+    if not total:
+        raise ValueError(f"split {split!r} has no frames")
+    mean = s1 / total
+    std = np.sqrt(np.maximum(s2 / total - mean * mean, 0.0))
+    if block_average is not None:
+        std = _block_average(std, block_average)
+    return Normalizer(mean, np.maximum(std, eps))
+
+
+def dataset_name(data: str | os.PathLike) -> str:
+    """`humanml3d` or `kitml`, from the feature width of a build (263 / 251)."""
+    ds = datasets.load_from_disk(str(data))
+    split = ds[next(iter(ds))] if isinstance(ds, datasets.DatasetDict) else ds
+    width = split.features["motion"].shape[1]
+    for name, spec in SPECS.items():
+        if spec.feature_dim == width:
+            return name
+    raise ValueError(f"{data}: feature width {width} is neither HumanML3D's nor KIT-ML's")
+
+
+__all__ = ["DataOptions", "MotionDataset", "Normalizer", "collate", "compute_stats", "dataset_name",
+           "make_loader", "motion_chunks", "sample_index"]

@@ -1,0 +1,1 @@
+"""ReMoDiffuse's retrieval database side: hybrid neighbours and caption rareness (dataset steps)."""

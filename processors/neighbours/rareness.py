@@ -1,0 +1,116 @@
+"""Caption rareness (ReMoDiffuse's analysis): r = 1 - max cosine to any training caption.
+
+`Rareness` (a dataset step) writes `<out>/rareness/{val,test}`, `rareness.png` and `summary.json`;
+`tail_mean` and `balanced_mean` aggregate any per-sample metric over the rarest 5% or over 100
+equal-width rareness bins; `plot_rareness` draws the distribution (also used by `stats`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import numpy as np
+from datasets import Dataset, DatasetDict, Features, Value
+
+from processors.base import DatasetStep, save_dataset
+from processors.neighbours.hybrid import _training, hybrid_topk
+from processors.text.features import read_annotations
+
+
+@dataclasses.dataclass(frozen=True)
+class Rareness(DatasetStep):
+    """r = 1 - max cosine to any training caption, per annotation of the evaluation splits."""
+
+    name: ClassVar[str] = "rareness"
+    version: ClassVar[str] = "1"
+    requires: ClassVar[tuple[str, ...]] = ("torch",)
+    extra: ClassVar[str] = "retrieval"
+
+    eval_splits: tuple[str, ...] = ("val", "test")
+    column: str = "text_features"
+    plot: bool = dataclasses.field(default=True, compare=False)
+    device: str | None = dataclasses.field(default=None, compare=False)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("id", "annotations", self.column)
+
+    def run(self, splits: DatasetDict, folder: Path, cache: Path) -> None:
+        db = _training(splits, self.column, self.name)
+        out, values = {}, {}
+        for split in [s for s in self.eval_splits if s in splits]:
+            queries = read_annotations(splits[split], self.column, split)
+            idx, cos = hybrid_topk(queries.features, queries.lengths, db.features, db.lengths, 1, 0.0,
+                                   device=self.device)
+            values[split] = np.clip(1.0 - cos[:, 0], 0.0, 2.0).astype(np.float32)
+            j = idx[:, 0]
+            out[split] = Dataset.from_dict({
+                "id": list(queries.ids), "annotation": queries.index, "caption": queries.captions,
+                "rareness": values[split], "nearest_id": [db.ids[i] for i in j],
+                "nearest_annotation": db.index[j], "nearest_caption": [db.captions[i] for i in j],
+            }, features=Features({"id": Value("string"), "annotation": Value("int32"), "caption": Value("string"),
+                                  "rareness": Value("float32"), "nearest_id": Value("string"),
+                                  "nearest_annotation": Value("int32"), "nearest_caption": Value("string")}))
+            self.counters[f"{split}_annotations"] += len(j)
+        save_dataset(out, folder)  # no evaluation split built: an empty folder with an empty summary
+        summary = {split: {"count": int(len(v)), "mean": float(v.mean()), "median": float(np.median(v)),
+                           "p95": float(np.quantile(v, 0.95)), "max": float(v.max())}
+                   for split, v in values.items() if len(v)}
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        if self.plot and values and importlib.util.find_spec("matplotlib") is not None:
+            plot_rareness(values, folder / "rareness.png")
+
+
+def _checked(metric: Sequence[float], rareness: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    m, r = np.asarray(metric, np.float64).reshape(-1), np.asarray(rareness, np.float64).reshape(-1)
+    if len(m) != len(r) or not len(m):
+        raise ValueError(f"need as many metric values as rareness values (non-empty), got {len(m)} and {len(r)}")
+    bad = ~(np.isfinite(m) & np.isfinite(r))
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} non-finite metric/rareness values (first at {int(np.argmax(bad))})")
+    return m, r
+
+
+def tail_mean(metric: Sequence[float], rareness: Sequence[float], fraction: float = 0.05) -> float:
+    """Mean metric over the rarest `fraction` of prompts (at least one; ties by input order)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    m, r = _checked(metric, rareness)
+    count = max(1, int(np.ceil(fraction * len(m) - 1e-9)))
+    return float(m[np.argsort(-r, kind="stable")[:count]].mean())
+
+
+def balanced_mean(metric: Sequence[float], rareness: Sequence[float], bins: int = 100) -> float:
+    """Mean over equal-width rareness bins (min..max) of the per-bin mean metric; empty bins skipped."""
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    m, r = _checked(metric, rareness)
+    lo, hi = r.min(), r.max()
+    which = np.zeros(len(r), np.int64) if hi == lo else np.minimum(((r - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
+    sums, counts = np.bincount(which, m, bins), np.bincount(which, minlength=bins)
+    return float((sums[counts > 0] / counts[counts > 0]).mean())
+
+
+def plot_rareness(values_by_split: dict[str, Sequence[float]], out_png: str | Path, bins: int = 50) -> Path:
+    """Histogram of rareness per split into a PNG (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for split, v in values_by_split.items():
+        v = np.asarray(v, np.float64)
+        axes.hist(v, bins=bins, alpha=0.6, label=f"{split} (n={len(v)}, mean {v.mean():.3f})" if len(v) else split)
+    axes.set(xlabel="rareness = 1 - max cosine to a training caption", ylabel="annotations")
+    axes.legend()
+    figure.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+    return out

@@ -1,0 +1,1 @@
+"""Processors and dataset steps over caption text: lemmas, the vocabulary, text features."""
