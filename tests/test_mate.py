@@ -81,7 +81,7 @@ def test_mate_refuses_to_segment_without_an_encoder(tmp_path):
          "--out", str(tmp_path / "out"), "--llm-base-url", "http://127.0.0.1:9/v1", "--quiet"],
         capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 1
-    assert "--segment-encoder RUN_DIR" in result.stderr and "models.retrieval.train" in result.stderr
+    assert "--segment-encoder RUN_DIR" in result.stderr and "python -m models train retrieval" in result.stderr
     assert not (tmp_path / "out").exists()
     missing = subprocess.run(
         [sys.executable, "-m", "datasets_build", "mate", "--source", "sample", "--sample-motions", "2",

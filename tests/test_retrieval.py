@@ -272,3 +272,10 @@ def test_tail_and_balanced_means_on_hand_made_values(tmp_path):
         tail_mean([1.0], [0.1, 0.2])
     png = plot_rareness({"val": r, "test": rareness}, tmp_path / "plot.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_empty_query_split_has_no_neighbours_and_no_error():
+    """A tiny build's val split holds no annotation: its features come back as shape (0, 0)."""
+    db = np.eye(3, 4, dtype=np.float32)
+    idx, scores = hybrid_topk(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), db, np.array([40, 50, 60]), k=2)
+    assert idx.shape == (0, 2) and scores.shape == (0, 2)

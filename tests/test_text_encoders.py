@@ -81,7 +81,7 @@ def test_clip_from_a_local_checkpoint_file_and_identity_follows_weights(clip, tm
 
 
 def test_clip_checkpoint_errors_name_the_file_and_the_option(tmp_path, monkeypatch):
-    with pytest.raises(TextEncoderError, match=r"--clip-checkpoint .*missing.pt: no such file"):
+    with pytest.raises(TextEncoderError, match=r"CLIP checkpoint .*missing.pt: no such file"):
         load_text_encoder("clip", str(tmp_path / "missing.pt"), device="cpu")
     bad = tmp_path / "bad.pt"
     torch.save({"fc.weight": torch.zeros(2, 2)}, bad)
@@ -93,7 +93,7 @@ def test_clip_checkpoint_errors_name_the_file_and_the_option(tmp_path, monkeypat
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
-    with pytest.raises(TextEncoderError, match=r"--clip-checkpoint FILE .*open_clip_pytorch_model.bin"):
+    with pytest.raises(TextEncoderError, match=r"local CLIP checkpoint file: .*open_clip_pytorch_model.bin"):
         load_text_encoder("clip", None, device="cpu")
     with pytest.raises(ValueError, match="unknown text encoder"):
         load_text_encoder("bert")

@@ -155,7 +155,7 @@ def _cli(*args, cwd=None):
 def test_cli_missing_source_is_one_sentence(tmp_path):
     result = _cli("humanml3d", "--source", tmp_path / "nowhere", "--out", tmp_path / "out", "--quiet")
     assert result.returncode == 1
-    assert result.stderr.strip() == f"error: --source {tmp_path / 'nowhere'} does not exist."
+    assert result.stderr.strip() == f"error: the release folder {tmp_path / 'nowhere'} does not exist."
 
 
 def test_cli_folder_that_is_not_a_release(tmp_path):

@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import run_build
 from datasets_build.viz.browse import show, stats
 from datasets_build.core.errors import UserError
-from datasets_build.viz.skeleton import Segment, render_motion, segment_of_frames
+from datasets_build.viz.skeleton import FrameSpan, render_motion, segment_of_frames
 
 REPO = Path(__file__).resolve().parents[1]
 CAPTION = "a person crouches#a/DET person/NOUN crouch/VERB#0.0#0.0\nthe person crouches low#the/DET person/NOUN crouch/VERB low/ADV#1.0#2.5\n"
@@ -46,16 +46,16 @@ def test_gif_has_one_frame_per_motion_frame_and_png_is_a_filmstrip(real_build, t
 def test_unknown_rejected_id_and_bad_annotation_are_explained(real_build, tmp_path):
     with pytest.raises(UserError, match=r"'missing01' is not in .* it was rejected \(missing_motion"):
         show(real_build, "missing01", tmp_path / "x.png")
-    with pytest.raises(UserError, match="has 2 annotations; --annotation must be 0..1"):
+    with pytest.raises(UserError, match="has 2 annotations; the annotation index must be 0..1"):
         show(real_build, "M010968", tmp_path / "x.png", annotation=2)
     with pytest.raises(ValueError, match="use a .gif, .mp4 or .png"):
         show(real_build, "M010968", tmp_path / "x.jpg")
 
 
 def test_segments_colour_their_frames(tmp_path):
-    owner = segment_of_frames(10, [Segment(0, 4, "walk"), Segment(4, 10, "turn")])
+    owner = segment_of_frames(10, [FrameSpan(0, 4, "walk"), FrameSpan(4, 10, "turn")])
     assert owner.tolist() == [0] * 4 + [1] * 6
-    assert segment_of_frames(5, [Segment(1, 3, "x")]).tolist() == [-1, 0, 0, -1, -1]
+    assert segment_of_frames(5, [FrameSpan(1, 3, "x")]).tolist() == [-1, 0, 0, -1, -1]
     joints = np.zeros((6, 22, 3), np.float32)
     joints[:, :, 1] = np.linspace(0, 1.7, 22)
     def pixels_of(colour, path):
@@ -63,7 +63,7 @@ def test_segments_colour_their_frames(tmp_path):
         rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
         return int((np.abs(pixels - rgb).sum(axis=1) < 30).sum())
 
-    render_motion(joints, "humanml3d", tmp_path / "s.png", "test", 20.0, [Segment(0, 3, "a"), Segment(3, 6, "b")])
+    render_motion(joints, "humanml3d", tmp_path / "s.png", "test", 20.0, [FrameSpan(0, 3, "a"), FrameSpan(3, 6, "b")])
     render_motion(joints, "humanml3d", tmp_path / "plain.png", "test", 20.0)
     for colour in ("#1f77b4", "#d62728"):  # both segments' colours are drawn, and only with segments
         assert pixels_of(colour, tmp_path / "s.png") > 20

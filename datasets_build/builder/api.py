@@ -30,7 +30,7 @@ from datasets_build.core.hashing import stable_hash
 from datasets_build.executor.base import Executor
 from datasets_build.executor.local import LocalExecutor
 from datasets_build.formats.arrow import finish_split_dir
-from datasets_build.formats.built import CACHE, PARTIAL, read_build_record
+from datasets_build.formats.built import CACHE, PARTIAL, holds_our_work, read_build_record
 from datasets_build.formats.release import Rejection, open_release
 from datasets_build.motion.specs import SPECS
 
@@ -56,8 +56,7 @@ def build(config: BuildConfig, executor: Executor | None = None) -> BuildResult:
     if previous and previous.get("fingerprint") == build_fingerprint and not config.overwrite:
         return BuildResult(out, True, previous["counts"], [], time.perf_counter() - started,
                            previous.get("counters", {}))
-    ours = previous is not None or (out / PARTIAL).exists() or (out / CACHE).exists()
-    if not ours and out.exists() and any(out.iterdir()) and not config.overwrite:
+    if not holds_our_work(out) and out.exists() and any(out.iterdir()) and not config.overwrite:
         raise OutputFolderError(f"the output folder {out} is not empty and holds no earlier build")
 
     partial = out / PARTIAL

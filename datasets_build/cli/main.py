@@ -8,20 +8,26 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from datasets_build.builder.api import build
 from datasets_build.builder.config import BuildConfig, OutputFolderError
 from datasets_build.builder.preview import batch_export, batch_import, dry_run
 from datasets_build.builder.publish import summary
-from datasets_build.cli.llm_session import llm_session, redact_argv, uses_llm, with_base_url
+from datasets_build.cli.llm_session import add_session_flags, llm_session, redact_argv, uses_llm
 from datasets_build.core.errors import UserError
-from datasets_build.core.flags import positive_int
+from datasets_build.core.flags import add_options, from_args, positive_int
 from datasets_build.motion.specs import SPECS, SPLITS
-from datasets_build.recipes.registry import RECIPES
+from datasets_build.recipes import RECIPES, MissingSegmentEncoder, Recipe
+from datasets_build.recipes.options import LLMOptions
 from datasets_build.synthetic.sample_release import ensure_sample_release, write_sample_release
 
 # What the command line adds to a library error: the flag that resolves it.
-HINTS = {OutputFolderError: "pass --overwrite to write there anyway"}
+HINTS = {
+    OutputFolderError: "pass --overwrite to write there anyway",
+    MissingSegmentEncoder: "pass --segment-encoder RUN_DIR (train one on a humanml3d/kitml build with "
+                           "`python -m models train retrieval --data BUILT_DIR --out RUN_DIR`), or --skip-segmentation",
+}
 
 DESCRIPTION = """\
 Build text-to-motion releases (HumanML3D, KIT-ML) into Hugging Face Arrow datasets that load
@@ -73,8 +79,13 @@ def make_parser() -> argparse.ArgumentParser:
     for recipe in RECIPES.values():
         sub = commands.add_parser(recipe.name, help=f"recipe: {recipe.help}", description=recipe.help)
         _add_build_options(sub)
-        for add_options in recipe.options:
-            add_options(sub)
+        defaults = recipe.options()
+        for field in dataclasses.fields(recipe.options):  # one argument group per option group
+            group_options = getattr(defaults, field.name)
+            group = sub.add_argument_group(group_options.title, group_options.description)
+            add_options(group, type(group_options), defaults=group_options)
+            if isinstance(group_options, LLMOptions):
+                add_session_flags(group)
     sample = commands.add_parser(
         "sample", help="write a small synthetic release (procedural skeleton motions) in the official layout",
         description="Write a release of procedurally animated skeletons (walk, turn, jump, wave, kick, sit, "
@@ -119,6 +130,11 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def recipe_options(recipe: Recipe, args: argparse.Namespace) -> Any:
+    """The recipe's options dataclass from the parsed flags."""
+    return recipe.options(**{f.name: from_args(type(f.default), args) for f in dataclasses.fields(recipe.options)})
+
+
 def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
     recipe = RECIPES[args.command]
     source_note = ""
@@ -128,32 +144,31 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"Using the sample release in {source}", file=sys.stderr)
     else:
         source = Path(args.source)
-    processors, steps = recipe.make_steps(args, args.out)
-    config = BuildConfig(
-        recipe=recipe.name, dataset=recipe.dataset, source=source, out=args.out,
-        processors=processors, steps=steps,
+    options = recipe_options(recipe, args)
+    build_settings = dict(
         splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), limit=args.limit,
-        num_proc=args.num_proc or (1 if recipe.uses_llm else None),
-        batch_size=256 if recipe.uses_llm else 64,  # more requests in flight per batch
-        strict=args.strict, overwrite=args.overwrite, with_joints=args.with_joints,
+        num_proc=args.num_proc, strict=args.strict, overwrite=args.overwrite, with_joints=args.with_joints,
         progress=not args.quiet, command="python -m datasets_build " + shlex.join(redact_argv(argv)),
-        source_note=source_note,
-    )
+        source_note=source_note)
     if not recipe.uses_llm:
+        print(summary(build(recipe.config(source, args.out, options, **build_settings))))
+        return 0
+    previewing = args.dry_run or bool(args.llm_batch_export)  # nothing is sent: no server, no segmentation
+    if previewing and hasattr(options, "segmentation"):
+        options = dataclasses.replace(options, segmentation=dataclasses.replace(options.segmentation,
+                                                                               skip_segmentation=True))
+    with llm_session(options.llm, serve=not previewing) as llm:
+        config = recipe.config(source, args.out, dataclasses.replace(options, llm=llm), **build_settings)
+        asking = [p for p in config.processors if uses_llm(p)]
+        if args.llm_batch_import:
+            print(batch_import(asking[0], args.llm_batch_import))  # one cache for all of them
+        if args.dry_run:
+            print("\n".join(dry_run(config, p) for p in asking))
+            return 0
+        if args.llm_batch_export:
+            print(batch_export(config, asking, args.llm_batch_export))
+            return 0
         print(summary(build(config)))
-        return 0
-    asking = [p for p in processors if uses_llm(p)]
-    if args.llm_batch_import:
-        print(batch_import(asking[0], args.llm_batch_import))  # one cache for all of them
-    if args.dry_run:
-        print("\n".join(dry_run(config, p) for p in asking))
-        return 0
-    if args.llm_batch_export:
-        print(batch_export(config, asking, args.llm_batch_export))
-        return 0
-    with llm_session(args) as base_url:
-        pointed = tuple(with_base_url(p, base_url) if uses_llm(p) else p for p in processors)
-        print(summary(build(dataclasses.replace(config, processors=pointed))))
     return 0
 
 

@@ -33,12 +33,14 @@ class OptionError(UserError, ValueError):
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, metavar: str | None = None,
-           positive: bool = False, default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with the help text (and flag details) of its command-line option."""
-    metadata = {"help": help, "flag": flag, "metavar": metavar, "positive": positive}
+           positive: bool = False, negatable: bool = False, repr: bool = True,
+           default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with the help text (and flag details) of its command-line option.
+    `negatable`: a bool that defaults to False still gets `--no-x`; `repr=False` for secrets."""
+    metadata = {"help": help, "flag": flag, "metavar": metavar, "positive": positive, "negatable": negatable}
     if default_factory is not dataclasses.MISSING:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
+        return dataclasses.field(default_factory=default_factory, metadata=metadata, repr=repr)
+    return dataclasses.field(default=default, metadata=metadata, repr=repr)
 
 
 def positive_int(text: str) -> int:
@@ -67,22 +69,25 @@ def flag_name(field: dataclasses.Field) -> str:
 
 
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type,
-                exclude: tuple[str, ...] = ()) -> None:
-    """One flag per field of the dataclass `cls` (see the module docstring)."""
+                exclude: tuple[str, ...] = (), defaults: Any = None) -> None:
+    """One flag per field of the dataclass `cls` (see the module docstring); `defaults`, an instance
+    of `cls`, overrides the class's defaults (a recipe that wants other defaults for a group)."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         if field.name in exclude or not field.init:
             continue
         kind, optional = _base_type(hints[field.name])
         default = None if field.default is dataclasses.MISSING else field.default
+        if defaults is not None:
+            default = getattr(defaults, field.name)
         text = field.metadata.get("help", "")
         kwargs: dict[str, Any] = {"dest": field.name, "default": default}
         if field.metadata.get("metavar"):
             kwargs["metavar"] = field.metadata["metavar"]
         if kind is bool:
-            if default:
+            if default or field.metadata.get("negatable"):
                 kwargs["action"] = argparse.BooleanOptionalAction
-                text += " (default: on)"
+                text += " (default: on)" if default else " (default: off)"
             else:
                 kwargs["action"] = "store_true"
             kwargs.pop("metavar", None)

@@ -8,7 +8,7 @@ import numpy as np
 from datasets import Dataset
 
 from datasets_build.formats.built import BuiltDatasetError, processor_config
-from processors.neighbours.hybrid import _training, hybrid_topk, motion_groups
+from processors.neighbours.hybrid import training_annotations, hybrid_topk, motion_groups
 from processors.text.features import Annotations, read_annotations
 
 
@@ -34,7 +34,7 @@ def export_remodiffuse(built_dir: str | Path, out_file: str | Path, *, column: s
     if require_clip and encoder != "clip":
         raise BuiltDatasetError(f"{built}: {column!r} was made by encoder {encoder!r}; ReMoDiffuse needs CLIP ViT-B/32 "
                          "features (rebuild with the 'clip' text encoder from local weights, token features on)")
-    db = _training(splits, column, "export_remodiffuse")
+    db = training_annotations(splits, column, "export_remodiffuse")
     token_column = column.removesuffix("_features") + "_token_features"
     if db.features.shape[1] != 512 or token_column not in splits["train"].column_names:
         raise BuiltDatasetError(f"{built}: need 512-d {column!r} and {token_column!r} (77 x 512) columns; found "

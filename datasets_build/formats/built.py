@@ -40,6 +40,13 @@ def read_build_record(out: str | os.PathLike) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def holds_our_work(folder: str | os.PathLike) -> bool:
+    """Whether a build of this tool wrote into `folder` (complete, interrupted, or its caches): such
+    a folder may be rebuilt in place; any other non-empty folder is not ours to overwrite."""
+    folder = Path(folder)
+    return read_build_record(folder) is not None or (folder / PARTIAL).exists() or (folder / CACHE).exists()
+
+
 def is_built_dataset(folder: str | os.PathLike) -> bool:
     """Whether `folder` holds a DatasetDict that `datasets.load_from_disk` opens."""
     return (Path(folder) / "dataset_dict.json").is_file()

@@ -99,9 +99,9 @@ def open_release(source: str | os.PathLike, spec: ReleaseSpec, splits=SPLITS, wi
     """Check the layout of a release folder; raise ReleaseError with one sentence if it is not one."""
     root = Path(source).expanduser()
     if not root.exists():
-        raise ReleaseError(f"--source {root} does not exist.")
+        raise ReleaseError(f"the release folder {root} does not exist.")
     if not root.is_dir():
-        raise ReleaseError(f"--source {root} is not a folder.")
+        raise ReleaseError(f"the release folder {root} is not a folder.")
     missing = [d + "/" for d in REQUIRED_DIRS if not (root / d).is_dir()]
     missing += [f"{s}.txt" for s in splits if not (root / f"{s}.txt").is_file()]
     if missing:

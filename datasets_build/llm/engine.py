@@ -103,8 +103,8 @@ def endpoint(config: LLMConfig) -> tuple[str, str]:
     api_key = os.environ.get("OPENAI_API_KEY")
     if not api_key:
         if not base_url:
-            raise LLMSetupError("no LLM endpoint: set OPENAI_API_KEY for OpenAI, or pass --llm-base-url "
-                               "(vLLM, Ollama, llama.cpp) or --llm local")
+            raise LLMSetupError("no LLM endpoint: set OPENAI_API_KEY for OpenAI, or give the base URL of an "
+                               "OpenAI-compatible server (vLLM, Ollama, llama.cpp), or use the local server")
         api_key = "not-needed"  # local servers accept any key
     return base_url or "https://api.openai.com/v1", api_key
 

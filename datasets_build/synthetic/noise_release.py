@@ -15,27 +15,14 @@ import numpy as np
 
 from datasets_build.motion.captions import mirror_caption_line
 from datasets_build.motion.specs import SPECS
+from datasets_build.synthetic.grammar import (
+    NOISE_ACTIONS, NOISE_SUBJECTS, NOISE_THEN, caption_text, caption_tokens, parse,
+)
 
-# (word, lemma, POS); tokens carry the lemma for NOUN/VERB except "left", like HumanML3D's.
-_SUBJECTS = [[("a", "a", "DET"), ("person", "person", "NOUN")],
-             [("the", "the", "DET"), ("man", "man", "NOUN")],
-             [("a", "a", "DET"), ("woman", "woman", "NOUN")],
-             [("someone", "someone", "PRON")]]
-_ACTIONS = [
-    [("walks", "walk", "VERB"), ("forward", "forward", "ADV")],
-    [("walks", "walk", "VERB"), ("backward", "backward", "ADV")],
-    [("turns", "turn", "VERB"), ("left", "left", "VERB")],
-    [("turns", "turn", "VERB"), ("right", "right", "ADV")],
-    [("jumps", "jump", "VERB"), ("up", "up", "ADP")],
-    [("waves", "wave", "VERB"), ("with", "with", "ADP"), ("the", "the", "DET"), ("left", "left", "ADJ"),
-     ("hand", "hand", "NOUN")],
-    [("kicks", "kick", "VERB"), ("with", "with", "ADP"), ("the", "the", "DET"), ("right", "right", "ADJ"),
-     ("leg", "leg", "NOUN")],
-    [("sits", "sit", "VERB"), ("down", "down", "ADP")],
-    [("crouches", "crouch", "VERB"), ("low", "low", "ADV")],
-    [("spins", "spin", "VERB"), ("clockwise", "clockwise", "ADV")],
-]
-_THEN = [("and", "and", "CCONJ"), ("then", "then", "ADV")]
+# Parsed once: (word, lemma, POS) tuples.
+_SUBJECTS = [parse(spec) for spec in NOISE_SUBJECTS]
+_ACTIONS = [parse(spec) for spec in NOISE_ACTIONS]
+_THEN = parse(NOISE_THEN)
 
 
 def split_of(index: int) -> str:
@@ -51,9 +38,7 @@ def _caption(rng: np.random.Generator) -> list[tuple[str, str, str]]:
 
 
 def _line(words: list[tuple[str, str, str]], start: float, end: float, mirror: bool) -> str:
-    caption = " ".join(w for w, _, _ in words)
-    tokens = " ".join(f"{lemma}/{pos}" for _, lemma, pos in words)
-    line = f"{caption}#{tokens}#{start}#{end}"
+    line = f"{caption_text(words)}#{caption_tokens(words)}#{start}#{end}"
     return mirror_caption_line(line) if mirror else line
 
 

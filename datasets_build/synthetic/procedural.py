@@ -19,6 +19,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from datasets_build.motion.kinematics import get_skeleton
+from datasets_build.synthetic.grammar import (  # caption_text/caption_tokens: used with describe()
+    FINALLY, PHRASES, SUBJECTS, THEN, Token, caption_text, caption_tokens, parse,
+)
 
 __all__ = ["ACTIONS", "MIRROR_ACTION", "Segment", "forward_kinematics", "generate_motion",
            "random_actions", "describe", "describe_segment", "caption_text", "caption_tokens"]
@@ -370,52 +373,11 @@ def random_actions(rng: np.random.Generator, max_actions: int = 3) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- captions
-# "word/lemma/POS" or "word/POS" (lemma = word); spaCy universal tags; lemmas only for NOUN/VERB
-# as in HumanML3D's tokens, and "left" always stays "left".
-_SUBJECTS = ["a/DET person/NOUN", "the/DET person/NOUN", "a/DET man/NOUN", "a/DET woman/NOUN",
-             "someone/PRON", "the/DET man/NOUN"]
-_PHRASES = {
-    "walk forward": ["walks/walk/VERB forward/ADV", "walks/walk/VERB straight/ADV ahead/ADV",
-                     "takes/take/VERB a/DET few/ADJ steps/step/NOUN forward/ADV", "moves/move/VERB forward/ADV"],
-    "walk backward": ["walks/walk/VERB backward/ADV", "walks/walk/VERB backwards/ADV",
-                      "takes/take/VERB a/DET few/ADJ steps/step/NOUN backward/ADV", "steps/step/VERB back/ADV"],
-    "turn {s}": ["turns/turn/VERB {s}/ADV", "turns/turn/VERB to/ADP the/DET {s}/NOUN",
-                 "turns/turn/VERB ninety/NUM degrees/degree/NOUN to/ADP the/DET {s}/NOUN",
-                 "pivots/pivot/VERB to/ADP the/DET {s}/NOUN"],
-    "jump": ["jumps/jump/VERB", "jumps/jump/VERB up/ADP", "jumps/jump/VERB in/ADP place/NOUN",
-             "jumps/jump/VERB into/ADP the/DET air/NOUN"],
-    "wave {s} hand": ["waves/wave/VERB with/ADP the/DET {s}/ADJ hand/NOUN",
-                      "waves/wave/VERB the/DET {s}/ADJ hand/NOUN",
-                      "lifts/lift/VERB the/DET {s}/ADJ arm/NOUN to/PART wave/VERB"],
-    "kick {s}": ["kicks/kick/VERB with/ADP the/DET {s}/ADJ leg/NOUN",
-                 "kicks/kick/VERB with/ADP the/DET {s}/ADJ foot/NOUN",
-                 "kicks/kick/VERB out/ADP with/ADP the/DET {s}/ADJ leg/NOUN",
-                 "does/do/VERB a/DET kick/NOUN with/ADP the/DET {s}/ADJ leg/NOUN"],
-    "sit down": ["sits/sit/VERB down/ADP", "sits/sit/VERB down/ADP slowly/ADV", "takes/take/VERB a/DET seat/NOUN"],
-    "crouch": ["crouches/crouch/VERB down/ADP and/CCONJ stands/stand/VERB up/ADP again/ADV",
-               "squats/squat/VERB down/ADP and/CCONJ rises/rise/VERB again/ADV",
-               "crouches/crouch/VERB low/ADV and/CCONJ then/ADV stands/stand/VERB up/ADP"],
-}
-_THEN = ["and/CCONJ then/ADV", ",/PUNCT then/ADV", "and/CCONJ afterwards/ADV"]
-_FINALLY = ["and/CCONJ finally/ADV", ",/PUNCT and/CCONJ then/ADV"]
-
-Token = tuple[str, str, str]
-
-
-def _parse(spec: str) -> list[Token]:
-    out = []
-    for tok in spec.split():
-        parts = tok.split("/")
-        word, lemma, pos = (parts[0], parts[0], parts[1]) if len(parts) == 2 else parts
-        out.append((word, lemma.lower(), pos))
-    return out
-
-
 def _phrase(action: str, rng: np.random.Generator) -> list[Token]:
     side = "left" if "left" in action else "right" if "right" in action else None
     key = action.replace(side, "{s}") if side else action
-    options = _PHRASES[key]
-    return _parse(options[int(rng.integers(len(options)))].replace("{s}", side or ""))
+    options = PHRASES[key]
+    return parse(options[int(rng.integers(len(options)))].replace("{s}", side or ""))
 
 
 def describe_segment(segment: Segment, rng: np.random.Generator) -> list[Token]:
@@ -425,20 +387,10 @@ def describe_segment(segment: Segment, rng: np.random.Generator) -> list[Token]:
 
 def describe(segments: Sequence[Segment], rng: np.random.Generator) -> list[Token]:
     """One caption (word, lemma, POS) describing the segments' actions in time order."""
-    words = _parse(_SUBJECTS[int(rng.integers(len(_SUBJECTS)))])
+    words = parse(SUBJECTS[int(rng.integers(len(SUBJECTS)))])
     for i, seg in enumerate(segments):
         if i:
-            joins = _FINALLY if i == len(segments) - 1 and i >= 2 else _THEN
-            words += _parse(joins[int(rng.integers(len(joins)))])
+            joins = FINALLY if i == len(segments) - 1 and i >= 2 else THEN
+            words += parse(joins[int(rng.integers(len(joins)))])
         words += _phrase(seg.action, rng)
     return words
-
-
-def caption_text(tokens: Sequence[Token]) -> str:
-    """The caption as text ("a person walks forward, then jumps")."""
-    return " ".join(w for w, _, _ in tokens).replace(" ,", ",")
-
-
-def caption_tokens(tokens: Sequence[Token]) -> str:
-    """The release's token field: alphabetic tokens only, as lemma/POS."""
-    return " ".join(f"{lemma}/{pos}" for w, lemma, pos in tokens if w.isalpha())

@@ -203,19 +203,19 @@ def _clip_from_tag(open_clip):
     except Exception as error:  # no network, no cache: say what to pass instead
         raise TextEncoderError(
             f"could not get the OpenAI CLIP ViT-B/32 weights ({type(error).__name__}: {error}). "
-            f"Offline, pass --clip-checkpoint FILE with FILE = {CLIP_EXPECTED_FILE}."
+            f"Offline, give a local CLIP checkpoint file: {CLIP_EXPECTED_FILE}."
         ) from error
 
 
 def _clip_from_file(open_clip, path: Path):
     if not path.is_file():
         raise TextEncoderError(
-            f"--clip-checkpoint {path}: no such file; expected {CLIP_EXPECTED_FILE}"
+            f"the CLIP checkpoint {path}: no such file; expected {CLIP_EXPECTED_FILE}"
         )
     state = _read_state_dict(open_clip, path)
     if not any(k.startswith("transformer.resblocks.") for k in state):  # checked before building a model
         raise TextEncoderError(
-            f"--clip-checkpoint {path}: not a CLIP state dict (no transformer.resblocks.* text weights among "
+            f"the CLIP checkpoint {path}: not a CLIP state dict (no transformer.resblocks.* text weights among "
             f"{len(state)} keys, e.g. {', '.join(list(state)[:3])}); expected {CLIP_EXPECTED_FILE}"
         )
     with _quiet_random_init():
@@ -223,13 +223,13 @@ def _clip_from_file(open_clip, path: Path):
     missing = [k for k in model.state_dict() if k.startswith(_TEXT_PREFIXES) and k not in state]
     if missing:
         raise TextEncoderError(
-            f"--clip-checkpoint {path}: not a CLIP ViT-B/32 state dict, missing {len(missing)} text weights "
+            f"the CLIP checkpoint {path}: not a CLIP ViT-B/32 state dict, missing {len(missing)} text weights "
             f"(e.g. {', '.join(missing[:3])}); expected {CLIP_EXPECTED_FILE}"
         )
     try:
         model.load_state_dict({k: v for k, v in state.items() if k.startswith(_TEXT_PREFIXES)}, strict=False)
     except RuntimeError as error:
-        raise TextEncoderError(f"--clip-checkpoint {path}: weights do not fit {CLIP_ARCH}: {error}") from error
+        raise TextEncoderError(f"the CLIP checkpoint {path}: weights do not fit {CLIP_ARCH}: {error}") from error
     return model
 
 
@@ -242,11 +242,11 @@ def _read_state_dict(open_clip, path: Path) -> dict[str, torch.Tensor]:
             state = open_clip.factory.load_state_dict(str(path))  # also unwraps "state_dict" and "module."
     except Exception as error:
         raise TextEncoderError(
-            f"--clip-checkpoint {path}: cannot read it as a state dict ({type(error).__name__}: {error}); "
+            f"the CLIP checkpoint {path}: cannot read it as a state dict ({type(error).__name__}: {error}); "
             f"expected {CLIP_EXPECTED_FILE}"
         ) from error
     if not isinstance(state, dict):
-        raise TextEncoderError(f"--clip-checkpoint {path}: holds a {type(state).__name__}, not a state dict")
+        raise TextEncoderError(f"the CLIP checkpoint {path}: holds a {type(state).__name__}, not a state dict")
     return dict(state)
 
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from datasets_build.formats.built import BuiltDatasetError, dataset_of, find_row, require_built
 from datasets_build.motion.specs import SPECS
-from datasets_build.viz.skeleton import Segment, plot_stats, render_motion
+from datasets_build.viz.plots import plot_stats
+from datasets_build.viz.skeleton import FrameSpan, render_motion
 from datasets_build.motion.kinematics import features_to_joints
 
 
@@ -25,7 +26,7 @@ def show(built: Path, motion_id: str, out: Path, annotation: int | None = None) 
     split, row = find_row(ds, built, motion_id)
     annotations = row["annotations"]
     if annotation is not None and not 0 <= annotation < len(annotations):
-        raise BuiltDatasetError(f"id {motion_id} has {len(annotations)} annotations; --annotation must be 0..{len(annotations) - 1}.")
+        raise BuiltDatasetError(f"id {motion_id} has {len(annotations)} annotations; the annotation index must be 0..{len(annotations) - 1}.")
     joints = row.get("joints")
     if joints is None:  # built with --no-joints: recover positions from the features
         joints = features_to_joints(row["motion"], dataset)
@@ -47,13 +48,13 @@ def show(built: Path, motion_id: str, out: Path, annotation: int | None = None) 
     return "\n".join(lines)
 
 
-def _segments(row: dict, annotation: int | None, start: int) -> list[Segment]:
+def _segments(row: dict, annotation: int | None, start: int) -> list[FrameSpan]:
     """Segments to colour, relative to the drawn range: the annotation's entry of the
     `segmentation` column (MATE's segmentation: sub-texts with absolute start/end frames), or none."""
     if annotation is None or not row.get("segmentation"):
         return []
     found = row["segmentation"][annotation]["segments"] or []
-    return [Segment(int(s["start_frame"]) - start, int(s["end_frame"]) - start, s.get("text", "")) for s in found]
+    return [FrameSpan(int(s["start_frame"]) - start, int(s["end_frame"]) - start, s.get("text", "")) for s in found]
 
 
 def stats(built: Path, out: Path) -> str:

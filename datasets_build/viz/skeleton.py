@@ -13,8 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from datasets_build.core.errors import MissingDependency
+from datasets_build.core.errors import MissingDependency, UserError
 from datasets_build.motion.kinematics import get_skeleton
+from datasets_build.viz.plots import pyplot
+
+
+class PictureError(UserError, ValueError):
+    """A picture that cannot be written as asked."""
 
 SEGMENT_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 # By body side (no segment uses these): the person's left limbs steel blue, right limbs grey.
@@ -25,7 +30,7 @@ _SIDE_NOTE = "left limbs: solid, thick (blue unless a segment colours them); rig
 
 
 @dataclass(frozen=True)
-class Segment:
+class FrameSpan:
     """A labelled frame range [start, end) of the motion being drawn (e.g. a MATE sub-text)."""
 
     start: int
@@ -33,18 +38,7 @@ class Segment:
     label: str
 
 
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependency("pictures need matplotlib: pip install -e '.[viz]'") from None
-    return plt
-
-
-def segment_of_frames(length: int, segments: Sequence[Segment]) -> np.ndarray:
+def segment_of_frames(length: int, segments: Sequence[FrameSpan]) -> np.ndarray:
     """Index into `segments` for every frame, -1 where no segment covers it."""
     owner = np.full(length, -1)
     for k, segment in enumerate(segments):
@@ -53,18 +47,18 @@ def segment_of_frames(length: int, segments: Sequence[Segment]) -> np.ndarray:
 
 
 def render_motion(joints: np.ndarray, dataset: str, out: Path, title: str, fps: float,
-                  segments: Sequence[Segment] = (), frame_offset: int = 0) -> Path:
+                  segments: Sequence[FrameSpan] = (), frame_offset: int = 0) -> Path:
     """Draw joints [T, J, 3] as an animation (.gif, .mp4) or a filmstrip of key poses (.png).
 
     Frames inside a segment are coloured by it; `frame_offset` maps local frames to the frame
     numbers of the whole motion (for sub-clips) in the captions under the picture.
     """
-    plt = _pyplot()
+    plt = pyplot()
     skeleton = get_skeleton(dataset)
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".gif", ".mp4", ".png"):
-        raise ValueError(f"--out {out}: use a .gif, .mp4 or .png file name")
+        raise PictureError(f"{out}: use a .gif, .mp4 or .png file name")
     owner = segment_of_frames(len(joints), segments)
     sides = ["left" if chain[-1] in skeleton.left_joints else "right" if chain[-1] in skeleton.right_joints
              else "centre" for chain in skeleton.chains]
@@ -128,40 +122,3 @@ def render_motion(joints: np.ndarray, dataset: str, out: Path, title: str, fps: 
         movie.save(out, writer=animation.PillowWriter(fps=min(fps, 25)))
     plt.close(figure)
     return out
-
-
-def plot_stats(splits: dict[str, dict[str, list]], fps: float, title: str, out: Path) -> list[Path]:
-    """Histograms per split of motion length (s), caption length (words) and annotations per
-    motion; `splits[name]` holds the columns `length` and `annotations`. Returns the files."""
-    plt = _pyplot()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    measures = {
-        "motion_length": ("motion length (seconds)", lambda c: np.asarray(c["length"]) / fps),
-        "caption_length": ("caption length (words)",
-                           lambda c: np.asarray([len(a["tokens"]) for anns in c["annotations"] for a in anns])),
-        "annotations_per_motion": ("annotations per motion", lambda c: np.asarray([len(a) for a in c["annotations"]])),
-    }
-    files = []
-    for name, (label, measure) in measures.items():
-        figure, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.2), squeeze=False)
-        for ax, (split, columns) in zip(axes[0], splits.items()):
-            values = measure(columns)
-            if len(values):
-                integer = name != "motion_length"
-                bins = np.arange(values.min(), values.max() + 2) - 0.5 if integer and np.ptp(values) < 60 else 30
-                ax.hist(values, bins=bins, color="#1f77b4")
-                ax.axvline(float(np.mean(values)), color="#d62728", linestyle="--", linewidth=1)
-                ax.set_title(f"{split}: n={len(values):,}, mean {np.mean(values):.1f}, median {np.median(values):.1f}",
-                             fontsize=9)
-            else:
-                ax.set_title(f"{split}: empty", fontsize=9)
-            ax.set_xlabel(label)
-            ax.set_ylabel("count")
-        figure.suptitle(f"{title}: {label}")
-        figure.tight_layout()
-        path = out / f"{name}.png"
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        files.append(path)
-    return files

@@ -56,6 +56,8 @@ def hybrid_topk(query_features: np.ndarray, query_lengths: np.ndarray, db_featur
     """
     q, d = _unit_rows(query_features, "query"), _unit_rows(db_features, "database")
     ql, dl = np.asarray(query_lengths, np.int64), np.asarray(db_lengths, np.int64)
+    if not len(q) and not len(ql):  # an empty split (a tiny build's val): nothing to search for
+        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
     if q.shape[1] != d.shape[1]:
         raise ValueError(f"query features have {q.shape[1]} dims, database features {d.shape[1]}")
     if len(ql) != len(q) or len(dl) != len(d):
@@ -238,7 +240,7 @@ def _neighbour_features() -> Features:
     })
 
 
-def _training(splits: DatasetDict, column: str, step: str) -> Annotations:
+def training_annotations(splits: DatasetDict, column: str, step: str) -> Annotations:
     if "train" not in splits:
         raise StepInputError(f"{step}: the build has no train split (the database); built splits: {list(splits)}")
     db = read_annotations(splits["train"], column, "train")
@@ -279,7 +281,7 @@ class RetrievalNeighbours(DatasetStep):
                            backend=self.backend, device=self.device)
 
     def run(self, splits: DatasetDict, folder: Path, cache: Path) -> None:
-        db = _training(splits, self.column, self.name)
+        db = training_annotations(splits, self.column, self.name)
         out = {}
         for split, data in splits.items():
             queries = db if split == "train" else read_annotations(data, self.column, split)

@@ -17,7 +17,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict, Features, Value
 
 from processors.base import DatasetStep, save_dataset
-from processors.neighbours.hybrid import _training, hybrid_topk
+from processors.neighbours.hybrid import training_annotations, hybrid_topk
 from processors.text.features import read_annotations
 
 
@@ -40,7 +40,7 @@ class Rareness(DatasetStep):
         return ("id", "annotations", self.column)
 
     def run(self, splits: DatasetDict, folder: Path, cache: Path) -> None:
-        db = _training(splits, self.column, self.name)
+        db = training_annotations(splits, self.column, self.name)
         out, values = {}, {}
         for split in [s for s in self.eval_splits if s in splits]:
             queries = read_annotations(splits[split], self.column, split)
