@@ -16,7 +16,8 @@ import pytest
 
 from chat_server import ChatServer
 from datasets_build.llm import transport as llm_transport
-from datasets_build.llm.engine import ChatRequest, LLMConfig, LLMEngine, export_batch, import_batch
+from datasets_build.llm.batch_files import export_batch, import_batch
+from datasets_build.llm.engine import ChatRequest, LLMConfig, LLMEngine
 from datasets_build.llm.transport import Http11Pool, HttpxPool, open_transport, plain_http
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ from datasets_build.builder.chunk import read_batches, records_to_columns
 from datasets_build.builder.config import BuildConfig
 from datasets_build.builder.plan import plan_splits
 from datasets_build.formats.release import open_release
-from datasets_build.llm.engine import LLMEngine, estimate_tokens, export_batch, import_batch
+from datasets_build.llm.batch_files import estimate_tokens, export_batch, import_batch
+from datasets_build.llm.engine import LLMEngine
 from datasets_build.motion.specs import SPECS
 from processors.llm.ask import LLMProcessor
 

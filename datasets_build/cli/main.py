@@ -72,6 +72,14 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _build_command(commands, name: str, help: str, description: str, recipe: str = "") -> argparse.ArgumentParser:
+    """A sub-command that reads a build folder (its first argument)."""
+    command = commands.add_parser(name, help=help, description=description)
+    kind = f"{recipe} build" if recipe else "build"
+    command.add_argument("built", type=Path, metavar="BUILT_DIR", help=f"output folder of a {kind}")
+    return command
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m datasets_build", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,34 +106,29 @@ def make_parser() -> argparse.ArgumentParser:
                         help="base motions; mirrors double them (default: %(default)s)")
     sample.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
     sample.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-    show = commands.add_parser("show", help="render one motion of a build as a skeleton animation or filmstrip",
-                               description="Render a motion of a built dataset: .gif or .mp4 animation, or a "
-                                           ".png filmstrip of key poses, with the ground, the root trajectory "
-                                           "and the caption; frames are coloured by segment where the "
-                                           "annotation has a segmentation.")
-    show.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a build")
+    show = _build_command(commands, "show", "render one motion of a build as a skeleton animation or filmstrip",
+                          "Render a motion of a built dataset: .gif or .mp4 animation, or a .png filmstrip of key "
+                          "poses, with the ground, the root trajectory and the caption; frames are coloured by "
+                          "segment where the annotation has a segmentation.")
     show.add_argument("--id", required=True, help="motion id, e.g. 000021 or M000021")
     show.add_argument("--annotation", type=int, metavar="K",
                       help="draw only annotation K (0-based) of the motion: its frame range and caption")
     show.add_argument("--out", required=True, type=Path, metavar="FILE", help="a .gif, .mp4 or .png file")
-    export = commands.add_parser("export-fine", help="write a finehumanml3d build in FineHumanML3D's published layout",
-                                 description="One <id>.txt per motion, one line per coarse caption line of the "
-                                             "release (same order) with its tagged step descriptions; empty "
-                                             "where no checked description exists.")
-    export.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a finehumanml3d build")
+    export = _build_command(commands, "export-fine", "write a finehumanml3d build in FineHumanML3D's published layout",
+                            "One <id>.txt per motion, one line per coarse caption line of the release (same order) "
+                            "with its tagged step descriptions; empty where no checked description exists.",
+                            "finehumanml3d")
     export.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the .txt files")
-    rmd = commands.add_parser("export-remodiffuse", help="write a remodiffuse build as ReMoDiffuse's database .npz",
-                              description="text_features, captions, motions (N, 196, D) padded, m_lengths, "
-                                          "clip_seq_features, train_indexes, test_indexes: drop-in for the reference "
-                                          "code's t2m_text_train.npz. Needs a build with --text-encoder clip.")
-    rmd.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a remodiffuse build")
+    rmd = _build_command(commands, "export-remodiffuse", "write a remodiffuse build as ReMoDiffuse's database .npz",
+                         "text_features, captions, motions (N, 196, D) padded, m_lengths, clip_seq_features, "
+                         "train_indexes, test_indexes: drop-in for the reference code's t2m_text_train.npz. Needs "
+                         "a build with --text-encoder clip.", "remodiffuse")
     rmd.add_argument("--out", required=True, type=Path, metavar="FILE", help="the .npz file to write")
     rmd.add_argument("--any-encoder", action="store_true",
                      help="accept features of another encoder (the reference code expects CLIP ViT-B/32)")
-    stats = commands.add_parser("stats", help="plot motion/caption length and annotation histograms of a build",
-                                description="Write histograms per split (motion length in seconds, caption "
-                                            "length in words, annotations per motion) as PNG files.")
-    stats.add_argument("built", type=Path, metavar="BUILT_DIR", help="output folder of a build")
+    stats = _build_command(commands, "stats", "plot motion/caption length and annotation histograms of a build",
+                           "Write histograms per split (motion length in seconds, caption length in words, "
+                           "annotations per motion) as PNG files.")
     stats.add_argument("--out", type=Path, metavar="DIR", help="folder for the plots (default: BUILT_DIR/plots)")
     return parser
 
