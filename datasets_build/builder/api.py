@@ -23,14 +23,15 @@ from datasets_build.builder import publish
 from datasets_build.builder.chunk import COUNT_KEYS, ChunkTask
 from datasets_build.builder.config import BuildConfig, BuildResult, OutputFolderError, StrictStop
 from datasets_build.builder.dataset_steps import run_steps
+from datasets_build.builder.folder import check_output_folder, output_lock
 from datasets_build.builder.plan import (
     default_num_proc, fingerprint, make_chunks, plan_splits, split_features, with_step_columns,
 )
 from datasets_build.core.hashing import stable_hash
 from datasets_build.executor.base import Executor
 from datasets_build.executor.local import LocalExecutor
-from datasets_build.formats.arrow import finish_split_dir
-from datasets_build.formats.built import CACHE, PARTIAL, holds_our_work, read_build_record
+from datasets_build.formats.arrow import finish_split_dir, write_dataset_dict_json
+from datasets_build.formats.built import CACHE, LOCK, PARTIAL, holds_our_work, mark_ours, read_build_record
 from datasets_build.formats.release import Rejection, open_release
 from datasets_build.motion.specs import SPECS
 
@@ -40,7 +41,10 @@ def build(config: BuildConfig, executor: Executor | None = None) -> BuildResult:
     default for the build's size)."""
     started = time.perf_counter()
     spec = SPECS[config.dataset]
+    out = Path(config.out)
     release = open_release(config.source, spec, config.splits, config.with_joints)
+    check_output_folder(out, release.root)
+    stats = release.mean_std()  # a broken Mean/Std stops the build before any work, not at publish
     for step in config.processors + config.steps:
         step.check_dependencies()
         for module in step.preload:  # slow imports done once, before workers fork
@@ -51,31 +55,38 @@ def build(config: BuildConfig, executor: Executor | None = None) -> BuildResult:
     if config.strict and rejections:
         raise StrictStop(rejections[0].message())
     build_fingerprint = fingerprint(config, release, plan)
-    out = Path(config.out)
-    previous = read_build_record(out)
-    if previous and previous.get("fingerprint") == build_fingerprint and not config.overwrite:
-        return BuildResult(out, True, previous["counts"], [], time.perf_counter() - started,
-                           previous.get("counters", {}))
-    if not holds_our_work(out) and out.exists() and any(out.iterdir()) and not config.overwrite:
-        raise OutputFolderError(f"the output folder {out} is not empty and holds no earlier build")
-
-    partial = out / PARTIAL
-    shutil.rmtree(partial, ignore_errors=True)
-    task = ChunkTask(release, features, config.processors, partial, out / CACHE / "rows", config.strict,
-                     config.batch_size)
-    total = sum(len(ids) for ids in plan.values())
-    executor = executor or LocalExecutor(config.num_proc or default_num_proc(total))
-    files, counts, counters = _write_shards(config, task, executor, plan, rejections)
-    for split in config.splits:
-        finish_split_dir(partial / split, files[split], features, split, stable_hash([build_fingerprint, split]),
-                         f"{spec.title} {split} built by datasets_build ({config.recipe})")
-    result = BuildResult(out, False, counts, rejections, 0.0, counters)
-    publish.publish(config, release, final_features, build_fingerprint, result, partial)
-    run_steps(config, out, features, build_fingerprint)
-    result.counters.update({step.name: dict(step.counters) for step in config.steps})
-    result.seconds = time.perf_counter() - started
-    publish.write_build_record(out, config, build_fingerprint, result)
+    with output_lock(out):
+        previous = read_build_record(out)
+        if previous and previous.get("fingerprint") == build_fingerprint and not config.overwrite:
+            return BuildResult(out, True, previous["counts"], [], time.perf_counter() - started,
+                               previous.get("counters", {}))
+        if not holds_our_work(out) and _has_content(out) and not config.overwrite:
+            raise OutputFolderError(f"the output folder {out} is not empty and holds no earlier build")
+        mark_ours(out)
+        partial = out / PARTIAL
+        shutil.rmtree(partial, ignore_errors=True)
+        task = ChunkTask(release, features, config.processors, partial, out / CACHE / "rows", config.strict,
+                         config.batch_size)
+        total = sum(len(ids) for ids in plan.values())
+        executor = executor or LocalExecutor(config.num_proc or default_num_proc(total))
+        files, counts, counters = _write_shards(config, task, executor, plan, rejections)
+        for split in config.splits:
+            finish_split_dir(partial / split, files[split], features, split,
+                             stable_hash([build_fingerprint, split]),
+                             f"{spec.title} {split} built by datasets_build ({config.recipe})")
+        write_dataset_dict_json(partial, config.splits)
+        run_steps(config, partial, out / CACHE, features, build_fingerprint)
+        counters.update({step.name: dict(step.counters) for step in config.steps})
+        result = BuildResult(out, False, counts, rejections, 0.0, counters)
+        publish.publish(config, release, final_features, result, partial, stats)
+        result.seconds = time.perf_counter() - started
+        publish.write_build_record(out, config, build_fingerprint, result)
     return result
+
+
+def _has_content(out: Path) -> bool:
+    """Anything in `out` besides what taking the lock created."""
+    return out.exists() and any(entry.name != LOCK for entry in out.iterdir())
 
 
 def _write_shards(config: BuildConfig, task: ChunkTask, executor: Executor, plan: dict[str, list[str]],

@@ -11,10 +11,11 @@ from tqdm.auto import tqdm
 from datasets_build.builder.config import BuildConfig, ProcessorError
 from datasets_build.core.hashing import stable_hash
 from datasets_build.formats.arrow import append_columns
-from datasets_build.formats.built import CACHE
 
 
-def run_steps(config: BuildConfig, out: Path, features: Features, fingerprint: str) -> None:
+def run_steps(config: BuildConfig, out: Path, cache: Path, features: Features, fingerprint: str) -> None:
+    """Run the steps over the DatasetDict in `out` (the build's partial folder: the published build
+    is untouched until every step is done), their caches under `cache`."""
     if not config.steps:
         return
     splits = datasets.load_from_disk(str(out))
@@ -25,7 +26,7 @@ def run_steps(config: BuildConfig, out: Path, features: Features, fingerprint: s
         step.counters.clear()
         step.setup()
         try:
-            added = step.run(splits, out / step.name, out / CACHE / step.name)
+            added = step.run(splits, out / step.name, cache / step.name)
         finally:
             step.teardown()
         if step.columns:

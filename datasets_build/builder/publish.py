@@ -5,6 +5,7 @@ statistics, the rejected-items manifest, the dataset card) and, last, the build 
 from __future__ import annotations
 
 import datetime
+import os
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import numpy as np
 
 from datasets_build.builder import card
 from datasets_build.builder.config import BuildConfig, BuildResult
+from datasets_build.builder.folder import remove_build_names
 from datasets_build.core.hashing import stable_hash
 from datasets_build.formats.arrow import ShardWriter, batch_table, finish_split_dir, write_dataset_dict_json
 from datasets_build.formats.built import BUILD_RECORD, MANIFEST, RELEASE_STATS, read_build_record
@@ -27,22 +29,23 @@ from datasets_build.formats.release import Rejection, Release
 _SECRET_KEY = re.compile(r"(^|_)(api_?key|key|secret|password|token|credentials?)$", re.IGNORECASE)
 
 
-def publish(config: BuildConfig, release: Release, features: datasets.Features, fingerprint: str,
-            result: BuildResult, partial: Path) -> None:
-    """Swap the freshly written splits into place, then write the files that describe them."""
+def publish(config: BuildConfig, release: Release, features: datasets.Features, result: BuildResult,
+            partial: Path, stats: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Swap the complete new splits and step folders (written under `partial`) into place, then write
+    the files that describe them. Until here the previous build stays whole; only the names a build
+    writes are replaced."""
     out = Path(config.out)
     previous = read_build_record(out) or {}
     (out / BUILD_RECORD).unlink(missing_ok=True)  # from here until the new record, no build is complete
-    previous_steps = {step["name"] for step in previous.get("steps", [])}
-    for name in set(previous.get("splits", [])) | set(config.splits) | {RELEASE_STATS} | previous_steps | {
-            step.name for step in config.steps}:
-        shutil.rmtree(out / name, ignore_errors=True)
-    for split in config.splits:
-        os.replace(partial / split, out / split)
+    previous_steps = [step.get("name") for step in previous.get("steps", []) if isinstance(step, dict)]
+    new_names = [*config.splits, *(step.name for step in config.steps)]
+    remove_build_names(out, [*previous.get("splits", []), *previous_steps, *new_names, RELEASE_STATS])
+    for name in new_names:
+        if (partial / name).exists():
+            os.replace(partial / name, out / name)
     shutil.rmtree(partial, ignore_errors=True)
     write_dataset_dict_json(out, config.splits)
 
-    stats = release.mean_std()
     if stats is not None:
         _write_release_stats(out / RELEASE_STATS, *stats)
     with open(out / MANIFEST, "w", encoding="utf-8") as handle:
@@ -84,7 +87,10 @@ def write_build_record(out: Path, config: BuildConfig, fingerprint: str, result:
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "datasets_version": datasets.__version__,
     }
-    (Path(out) / BUILD_RECORD).write_text(json.dumps(record, indent=2))
+    path = Path(out) / BUILD_RECORD
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, path)  # never half a record
 
 
 def processor_record(processor) -> dict[str, Any]:

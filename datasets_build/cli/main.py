@@ -59,8 +59,10 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-proc", type=positive_int, metavar="N",
                         help="worker processes (default: 1 for small builds, else up to 4 by CPU count)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="rebuild even when the output is up to date, or write into a non-empty "
-                             "folder that holds no earlier build (caches are kept)")
+                        help="rebuild even when the output is up to date (caches are kept), or write into a "
+                             "non-empty folder that holds no earlier build: there only what a build writes is "
+                             "replaced (the split and step folders, release_stats/, README.md, rejected.jsonl, "
+                             "dataset_dict.json, build.json, .cache/); nothing else is touched")
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first problem (naming the file, line and what is wrong) "
                              "instead of listing it in rejected.jsonl")

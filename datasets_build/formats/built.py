@@ -20,8 +20,11 @@ from datasets_build.motion.specs import SPECS
 BUILD_RECORD = "build.json"
 MANIFEST = "rejected.jsonl"
 RELEASE_STATS = "release_stats"
-PARTIAL = ".partial"  # splits being written; swapped into place when complete
+PARTIAL = ".partial"  # splits and step outputs being written; swapped into place when complete
 CACHE = ".cache"
+OWNER = ".datasets_build"  # written before a build's first write: this folder is a build's
+LOCK = ".datasets_build.lock"  # held for the whole of a build: one build per folder at a time
+TOOL = "datasets_build"
 
 
 class BuiltDatasetError(UserError, ValueError):
@@ -37,14 +40,27 @@ def read_build_record(out: str | os.PathLike) -> dict | None:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict) or record.get("tool") != TOOL or not isinstance(record.get("fingerprint"), str):
+        return None  # someone else's build.json
+    return record
 
 
 def holds_our_work(folder: str | os.PathLike) -> bool:
-    """Whether a build of this tool wrote into `folder` (complete, interrupted, or its caches): such
-    a folder may be rebuilt in place; any other non-empty folder is not ours to overwrite."""
+    """Whether a build of this tool wrote into `folder` (complete, or interrupted after its first
+    write): such a folder may be rebuilt in place. A `.cache/` or `train/` alone proves nothing
+    (a home folder, a repository): only our record or our ownership marker does."""
     folder = Path(folder)
-    return read_build_record(folder) is not None or (folder / PARTIAL).exists() or (folder / CACHE).exists()
+    if read_build_record(folder) is not None:
+        return True
+    try:
+        return json.loads((folder / OWNER).read_text()).get("tool") == TOOL
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
+def mark_ours(folder: str | os.PathLike) -> None:
+    """Claim `folder` for builds before anything is written into it."""
+    (Path(folder) / OWNER).write_text(json.dumps({"tool": TOOL}) + "\n")
 
 
 def is_built_dataset(folder: str | os.PathLike) -> bool:
