@@ -52,6 +52,7 @@ def captions(count: int, seed: int = 0) -> list[str]:
 def bench_neighbours(count: int, k: int, lam: float, block_size: int | None, device: str | None) -> None:
     import torch
 
+    from datasets_build.core.device import pick_device
     from processors.neighbours.hybrid import hybrid_topk, motion_groups
 
     rng = np.random.default_rng(0)
@@ -62,7 +63,7 @@ def bench_neighbours(count: int, k: int, lam: float, block_size: int | None, dev
     ids = [("M" if m % 2 else "") + f"{m // 2:06d}" for m in motions]
     groups, db_groups = motion_groups(ids, ids, exclude_mirror=True)
     print(f"neighbours: {count:,} x {count:,} annotations, 512-d, k={k}, lambda={lam}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device or ('cuda' if torch.cuda.is_available() else 'cpu')}")
+          f"{torch.get_num_threads()} threads, device {pick_device(device)}")
     hybrid_topk(features[:64], lengths[:64], features, lengths, k, lam, device=device)  # warm-up
     times, cpu = [], []
     for _ in range(2):

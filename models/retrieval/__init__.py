@@ -1,7 +1,8 @@
-"""TMR-style text-motion retrieval: `model.py` (the network and losses), `train.py` (CLI),
-`evaluate.py` (CLI), `api.py` (checkpoints and `load_retrieval_model`)."""
+"""TMR-style text-motion retrieval: `model.py` (RetrievalConfig, the network and losses), `train.py`
+(TrainConfig, the loop; `python -m models train retrieval`), `evaluate.py` (`python -m models evaluate
+retrieval`), `api.py` (its checkpoint entries and `load` / `load_retrieval_model`)."""
 
-from models.retrieval.api import RetrievalEncoder, load_retrieval_model
+from models.retrieval.api import RetrievalEncoder, load, load_retrieval_model
 from models.retrieval.model import TMR, RetrievalConfig
 
-__all__ = ["TMR", "RetrievalConfig", "RetrievalEncoder", "load_retrieval_model"]
+__all__ = ["TMR", "RetrievalConfig", "RetrievalEncoder", "load", "load_retrieval_model"]

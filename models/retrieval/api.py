@@ -1,32 +1,39 @@
 """Checkpoints of the retrieval model, and the encoder object other code uses.
 
-    encoder = load_retrieval_model("runs/tmr")               # device: cuda when available
+    encoder = load("runs/tmr")                               # no flags: everything comes from the run
     t = encoder.encode_text(["a person walks forward"])      # (1, d) float32, unit norm
     m = encoder.encode_motion([features])                    # features [T, D] raw (unnormalised)
     scores = t @ m.T                                         # cosine similarities
 
-A checkpoint (`RUN_DIR/checkpoint.pt`) holds the model and optimizer states, the model and training
-configs, the model's own normalisation statistics, the text encoder's name/identity/checkpoint, the
-data options and the number of completed epochs. It loads with `torch.load(weights_only=True)`.
+`load_retrieval_model` is the same function (the name processors.segmentation uses). The run
+folder's `checkpoint.pt` has the layout of `models.base` (format "models.retrieval/1": weights,
+optimizer, `model_config`, `train_config`, epoch, step, RNG states) plus the model's own
+normalisation statistics (`stats`), its frozen text encoder's record (`text_encoder`: name, identity,
+checkpoint, widths) and the `data_options` it was trained with. Run folders written before
+`models.base` existed have the same entries (without the RNG states) and load unchanged.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from datasets_build.core.device import pick_device
+from datasets_build.core.errors import UserError
 from datasets_build.motion.normalizer import Normalizer
-from models.retrieval.model import TMR, RetrievalConfig
 from datasets_build.text.encoders import TextEncoder, load_text_encoder
+from models import base
+from models.base import CheckpointFormat, config_from_dict, pick_device
+from models.retrieval.model import TMR, RetrievalConfig
 
-CHECKPOINT = "checkpoint.pt"
-FORMAT = "models.retrieval/1"
+FORMAT = CheckpointFormat("retrieval", 1)
+
+
+class TextEncoderMismatch(UserError, ValueError):
+    """A text encoder other than the one the model was trained with."""
 
 
 def encoder_record(encoder: TextEncoder, checkpoint: str | None = None) -> dict[str, Any]:
@@ -34,39 +41,30 @@ def encoder_record(encoder: TextEncoder, checkpoint: str | None = None) -> dict[
             "dim": int(encoder.dim), "token_dim": int(encoder.token_dim)}
 
 
+def run_configs(text_encoder: dict[str, Any], data_options: Any) -> dict[str, Any]:
+    """The records besides the model and training configs that define a run (checkpoint and config.json)."""
+    return {"text_encoder": text_encoder, "data_options": data_options}
+
+
 def save_checkpoint(run_dir: str | os.PathLike, *, model: TMR, optimizer: torch.optim.Optimizer | None,
                     stats: Normalizer, text_encoder: dict[str, Any], epoch: int, step: int,
-                    train_config: dict[str, Any], data_options: dict[str, Any]) -> Path:
-    """Write RUN_DIR/checkpoint.pt atomically (a crash mid-write leaves the previous one)."""
-    path = Path(run_dir) / CHECKPOINT
-    state = {
-        "format": FORMAT, "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "model_config": asdict(model.cfg), "train_config": train_config, "data_options": data_options,
-        "stats": stats.state_dict(), "text_encoder": text_encoder, "epoch": epoch, "step": step,
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+                    train_config: Any, data_options: Any) -> Path:
+    """Write RUN_DIR/checkpoint.pt and config.json (atomically, through `models.base`)."""
+    return base.save_checkpoint(run_dir, FORMAT, model=model, model_config=model.cfg, train_config=train_config,
+                                optimizer=optimizer, epoch=epoch, step=step,
+                                configs=run_configs(text_encoder, data_options), extra={"stats": stats.state_dict()})
 
 
 def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(run_dir)
-    path = path / CHECKPOINT if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"no retrieval checkpoint at {path} (train one with python -m models.retrieval.train)")
-    state = torch.load(path, map_location=map_location, weights_only=True)
-    if state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} checkpoint (format {state.get('format')!r})")
-    return state
+    """The checkpoint of RUN_DIR (or the file itself); CheckpointError when missing or not ours."""
+    return base.load_checkpoint(run_dir, FORMAT, map_location)
 
 
 def check_text_encoder(encoder: TextEncoder, record: dict[str, Any]) -> None:
     """The model's text branch only makes sense with the exact frozen encoder it was trained on."""
     if encoder.identity != record["identity"] or int(encoder.token_dim) != int(record["token_dim"]):
-        raise ValueError(f"text encoder {encoder.name!r} ({encoder.identity}) is not the one this model was "
-                         f"trained with: {record['name']!r} ({record['identity']})")
+        raise TextEncoderMismatch(f"text encoder {encoder.name!r} ({encoder.identity}) is not the one this model "
+                                  f"was trained with: {record['name']!r} ({record['identity']})")
 
 
 class RetrievalEncoder:
@@ -118,16 +116,20 @@ class RetrievalEncoder:
         return out
 
 
-def load_retrieval_model(run_dir: str | os.PathLike, device: str | torch.device | None = None,
-                         text_encoder: TextEncoder | None = None) -> RetrievalEncoder:
+def load(run_dir: str | os.PathLike, device: str | torch.device | None = None,
+         text_encoder: TextEncoder | None = None) -> RetrievalEncoder:
     """The trained model of RUN_DIR with its statistics and frozen text encoder (loaded by name
-    unless given; either way it must be the encoder the model was trained with)."""
+    unless given; either way it must be the encoder the model was trained with). `device`: None for
+    cuda when available."""
     device = pick_device(device)
     state = load_checkpoint(run_dir)
-    model = TMR(RetrievalConfig(**state["model_config"]))
+    model = TMR(config_from_dict(RetrievalConfig, state["model_config"], base.checkpoint_path(run_dir)))
     model.load_state_dict(state["model"])
     record = state["text_encoder"]
     if text_encoder is None:
         text_encoder = load_text_encoder(record["name"], record["checkpoint"], str(device))
     check_text_encoder(text_encoder, record)
     return RetrievalEncoder(model, Normalizer.from_state_dict(state["stats"]), text_encoder, device)
+
+
+load_retrieval_model = load

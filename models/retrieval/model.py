@@ -22,24 +22,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from datasets_build.core.flags import option
+
 
 @dataclass
 class RetrievalConfig:
-    motion_dim: int = 263
-    token_dim: int = 384  # the frozen text encoder's token width
-    latent_dim: int = 256
-    ff_dim: int = 1024
-    num_layers: int = 6
-    num_heads: int = 4
-    dropout: float = 0.1
-    vae: bool = True
-    reconstruction: bool = True  # the decoder branch (and its KL / latent terms)
-    temperature: float = 0.1
-    filter_threshold: float | None = 0.8  # on (1 + cos) / 2 of the pooled text embeddings; None: off
-    w_contrastive: float = 0.1
-    w_reconstruction: float = 1.0
-    w_kl: float = 1e-5
-    w_latent: float = 1e-5
+    """Everything that defines the network and its losses; saved with the weights."""
+
+    motion_dim: int = option(263, "motion feature width (set from the build)")
+    token_dim: int = option(384, "the frozen text encoder's token width (set from the encoder)")
+    latent_dim: int = option(256, "width of the transformers and of the shared latent space")
+    ff_dim: int = option(1024, "feed-forward width of each transformer layer")
+    num_layers: int = option(6, "transformer layers per encoder (and in the decoder)")
+    num_heads: int = option(4, "attention heads")
+    dropout: float = option(0.1, "dropout inside the transformers")
+    vae: bool = option(True, "mu and logvar tokens with KL terms (TMR); false: a single latent token")
+    reconstruction: bool = option(True, "the motion decoder branch with its latent and KL terms")
+    temperature: float = option(0.1, "InfoNCE temperature")
+    filter_threshold: float | None = option(0.8, "mask negatives whose pooled captions have (1 + cos) / 2 above "
+                                                 "this; none: no filtering")
+    w_contrastive: float = option(0.1, "weight of the contrastive loss")
+    w_reconstruction: float = option(1.0, "weight of the reconstruction loss")
+    w_kl: float = option(1e-5, "weight of the KL terms")
+    w_latent: float = option(1e-5, "weight of the text-motion latent matching term")
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:

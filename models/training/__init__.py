@@ -1,1 +1,2 @@
-"""Shared training pieces: the motion dataset and loader, the loop, config to flags."""
+"""Shared training pieces: `data` (the motion dataset and loader), `config` (training configs and the
+command lines derived from them), `loop` (the steps of a training loop, called in order by a model's train.py)."""

@@ -31,9 +31,19 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from datasets_build.core.errors import UserError
 from datasets_build.motion.normalizer import Normalizer, block_average as _block_average
 from datasets_build.motion.specs import SPECS
 
+
+class DataError(UserError, ValueError):
+    """A build, split or statistics file that does not fit what the model needs."""
+
+
+class MissingSplit(DataError, KeyError):
+    """The build has no split of that name."""
+
+    __str__ = Exception.__str__  # KeyError would print the message in quotes
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ class DataOptions:
         """The reference filters of `humanml3d` (40 <= T < 200) or `kitml` (24 <= T < 200)."""
         presets = {"humanml3d": cls(min_length=40), "kitml": cls(min_length=24)}
         if dataset not in presets:
-            raise ValueError(f"unknown dataset {dataset!r}; expected one of {sorted(presets)}")
+            raise DataError(f"unknown dataset {dataset!r}; expected one of {sorted(presets)}")
         return replace(presets[dataset], **overrides)
 
     def crop_length(self, length: int, rng: random.Random) -> int:
@@ -70,6 +80,13 @@ class DataOptions:
 
 
 # ----------------------------------------------------------------------------- Arrow views
+def _load_build(data: str | os.PathLike) -> datasets.Dataset | datasets.DatasetDict:
+    try:
+        return datasets.load_from_disk(str(data))
+    except FileNotFoundError:
+        raise DataError(f"{data} is not a built dataset (datasets.load_from_disk finds none there)") from None
+
+
 def _split_files(data: str | os.PathLike | datasets.Dataset, split: str) -> list[str]:
     """The Arrow files backing a split, so that any process can map them again."""
     if not isinstance(data, datasets.Dataset):
@@ -82,10 +99,10 @@ def _split_files(data: str | os.PathLike | datasets.Dataset, split: str) -> list
                 return [str(folder / n) for n in names]
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        ds = datasets.load_from_disk(str(data))
+        ds = _load_build(data)
         if isinstance(ds, datasets.DatasetDict):
             if split not in ds:
-                raise KeyError(f"split {split!r} not in {data} (has {sorted(ds)})")
+                raise MissingSplit(f"split {split!r} is not in {data} (it has {', '.join(sorted(ds))})")
             ds = ds[split]
         data = ds
     files = [f["filename"] for f in data.cache_files]
@@ -235,7 +252,7 @@ class MotionDataset(torch.utils.data.Dataset):
         if stats is not None and len(self.rows):
             dim = self.arrow.motion(int(self.rows[0])).shape[1]
             if stats.mean.shape[0] != dim:
-                raise ValueError(f"stats have {stats.mean.shape[0]} dims, motions have {dim}")
+                raise DataError(f"stats have {stats.mean.shape[0]} dims, motions have {dim}")
 
     # pickling: index arrays and options only; every process maps the files again
     def __getstate__(self) -> dict[str, Any]:
@@ -330,7 +347,7 @@ def compute_stats(data: str | os.PathLike | datasets.Dataset, split: str = "trai
             x = frames[lo:min(lo + (1 << 16), int(rows[-1]))].astype(np.float64)
             s1, s2, total = s1 + x.sum(0), s2 + (x * x).sum(0), total + len(x)
     if not total:
-        raise ValueError(f"split {split!r} has no frames")
+        raise DataError(f"split {split!r} has no frames")
     mean = s1 / total
     std = np.sqrt(np.maximum(s2 / total - mean * mean, 0.0))
     if block_average is not None:
@@ -340,14 +357,14 @@ def compute_stats(data: str | os.PathLike | datasets.Dataset, split: str = "trai
 
 def dataset_name(data: str | os.PathLike) -> str:
     """`humanml3d` or `kitml`, from the feature width of a build (263 / 251)."""
-    ds = datasets.load_from_disk(str(data))
+    ds = _load_build(data)
     split = ds[next(iter(ds))] if isinstance(ds, datasets.DatasetDict) else ds
     width = split.features["motion"].shape[1]
     for name, spec in SPECS.items():
         if spec.feature_dim == width:
             return name
-    raise ValueError(f"{data}: feature width {width} is neither HumanML3D's nor KIT-ML's")
+    raise DataError(f"{data}: feature width {width} is neither HumanML3D's nor KIT-ML's")
 
 
-__all__ = ["DataOptions", "MotionDataset", "Normalizer", "collate", "compute_stats", "dataset_name",
-           "make_loader", "motion_chunks", "sample_index"]
+__all__ = ["DataError", "DataOptions", "MissingSplit", "MotionDataset", "Normalizer", "collate", "compute_stats",
+           "dataset_name", "make_loader", "motion_chunks", "sample_index"]
