@@ -42,7 +42,7 @@ def build(config: BuildConfig, executor: Executor | None = None) -> BuildResult:
     started = time.perf_counter()
     spec = SPECS[config.dataset]
     out = Path(config.out)
-    release = open_release(config.source, spec, config.splits, config.with_joints)
+    release = open_release(config.source, spec, config.splits, config.with_joints, config.follow_links)
     check_output_folder(out, release.root)
     stats = release.mean_std()  # a broken Mean/Std stops the build before any work, not at publish
     for step in config.processors + config.steps:

@@ -31,6 +31,7 @@ class BuildConfig:
     strict: bool = False
     overwrite: bool = False
     with_joints: bool = True
+    follow_links: bool = False  # read links that lead outside the release folder
     batch_size: int = 64
     progress: bool = True
     command: str = ""  # how the user ran it, for the dataset card

@@ -30,7 +30,7 @@ def plan_splits(release: Release, splits, limit: int | None) -> tuple[dict[str, 
     """The ids to read per split; ids listed twice are kept at their first place and rejected after."""
     seen: dict[str, str] = {}
     plan: dict[str, list[str]] = {}
-    rejections: list[Rejection] = []
+    rejections: list[Rejection] = list(release.problems)  # unusable lines of index.csv
     for split in splits:
         ids = release.split_ids(split)[:limit] if limit else release.split_ids(split)
         plan[split] = []

@@ -15,7 +15,7 @@ from processors.llm.ask import LLMProcessor
 
 def first_requests(config: BuildConfig, processor: LLMProcessor) -> list:
     """The first request of every annotation the build would read (no motion is written)."""
-    release = open_release(config.source, SPECS[config.dataset], config.splits, with_joints=False)
+    release = open_release(config.source, SPECS[config.dataset], config.splits, False, config.follow_links)
     plan, _ = plan_splits(release, config.splits, config.limit)
     requests = []
     for split, ids in plan.items():

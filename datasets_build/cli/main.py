@@ -17,6 +17,7 @@ from datasets_build.builder.publish import summary
 from datasets_build.cli.llm_session import add_session_flags, llm_session, redact_argv, uses_llm
 from datasets_build.core.errors import UserError
 from datasets_build.core.flags import add_options, from_args, positive_int
+from datasets_build.formats.release import LinkOutsideRelease
 from datasets_build.motion.specs import SPECS, SPLITS
 from datasets_build.recipes import RECIPES, MissingSegmentEncoder, Recipe
 from datasets_build.recipes.options import LLMOptions
@@ -25,6 +26,7 @@ from datasets_build.synthetic.sample_release import ensure_sample_release, write
 # What the command line adds to a library error: the flag that resolves it.
 HINTS = {
     OutputFolderError: "pass --overwrite to write there anyway",
+    LinkOutsideRelease: "pass --follow-links to read it",
     MissingSegmentEncoder: "pass --segment-encoder RUN_DIR (train one on a humanml3d/kitml build with "
                            "`python -m models train retrieval --data BUILT_DIR --out RUN_DIR`), or --skip-segmentation",
 }
@@ -68,6 +70,9 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                              "instead of listing it in rejected.jsonl")
     parser.add_argument("--no-joints", dest="with_joints", action="store_false",
                         help="leave out new_joints/ even when the release has it")
+    parser.add_argument("--follow-links", action="store_true",
+                        help="read files and folders of the release that are symbolic links to places outside "
+                             "it (by default such a link is refused, so nothing outside --source is read)")
     parser.add_argument("--sample-motions", type=positive_int, default=64, metavar="N",
                         help="with --source sample: base motions to generate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="with --source sample: generator seed")
@@ -153,6 +158,7 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
     build_settings = dict(
         splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), limit=args.limit,
         num_proc=args.num_proc, strict=args.strict, overwrite=args.overwrite, with_joints=args.with_joints,
+        follow_links=args.follow_links,
         progress=not args.quiet, command="python -m datasets_build " + shlex.join(redact_argv(argv)),
         source_note=source_note)
     if not recipe.uses_llm:

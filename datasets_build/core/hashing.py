@@ -49,16 +49,38 @@ def file_signature(path: str | os.PathLike) -> str:
 
 
 def folder_signature(root: str | os.PathLike, subfolders: tuple[str, ...] = ()) -> str:
-    """Names, sizes and modification times of the files directly in `root` and in `subfolders`."""
+    """Names, sizes and modification times of the files directly in `root` and in `subfolders`.
+    A link is described by its target; a dangling link or a link loop by the link itself (it is
+    the reader's job to say why such a file cannot be used, not the signature's to fail)."""
     root = Path(root)
     entries = []
     for sub in subfolders:
         folder = root / sub
         if folder.is_dir():
             with os.scandir(folder) as scan:
-                entries += sorted(f"{sub}/{e.name} {e.stat().st_size} {e.stat().st_mtime_ns}" for e in scan)
-    for entry in sorted(root.iterdir()):
-        if entry.is_file():
-            stat = entry.stat()
-            entries.append(f"{entry.name} {stat.st_size} {stat.st_mtime_ns}")
+                entries += sorted(f"{sub}/{e.name} {_size_and_time(e)}" for e in scan)
+    with os.scandir(root) as scan:
+        top = sorted(scan, key=lambda e: e.name)
+    for entry in top:
+        if _is_file(entry):
+            entries.append(f"{entry.name} {_size_and_time(entry)}")
     return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:32]
+
+
+def _stat(entry: os.DirEntry) -> os.stat_result:
+    try:
+        return entry.stat()
+    except OSError:
+        return entry.stat(follow_symlinks=False)
+
+
+def _size_and_time(entry: os.DirEntry) -> str:
+    info = _stat(entry)
+    return f"{info.st_size} {info.st_mtime_ns}"
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,12 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from datasets_build.core.errors import UserError
-from datasets_build.motion.captions import Annotation, decode_caption_bytes, parse_caption_text
+from datasets_build.formats.files import FileProblem, npy_array, read_file
+from datasets_build.motion.captions import (
+    Annotation, decode_caption_bytes, parse_caption_text, split_lines, text_lines,
+)
 from datasets_build.motion.specs import SPECS, SPLITS, ReleaseSpec
 
 
 class ReleaseError(UserError):
     """A release folder or file that cannot be read; the message names it and says what is wrong."""
+
+
+class LinkOutsideRelease(ReleaseError):
+    """A folder of the release is a link to a place outside it, and such links are not followed."""
 
 
 REQUIRED_DIRS = ("new_joint_vecs", "texts")
@@ -38,7 +44,8 @@ class Rejection:
     detail: str
     file: str = ""
     line: int | None = None
-    level: str = "motion"  # "motion": the whole id is left out; "annotation": one caption line is
+    level: str = "motion"  # "motion": the whole id is left out; "annotation": one caption line is;
+    # "index": one line of index.csv is (its motion stays, without provenance)
 
     def message(self) -> str:
         where = self.file + (f" line {self.line}" if self.line else "")
@@ -64,25 +71,39 @@ class Release:
     spec: ReleaseSpec
     has_joints: bool
     index: dict[str, dict]  # base id -> {source_path, source_start_frame, source_end_frame}
+    follow_links: bool = False  # read files that are links to places outside the release folder
+    problems: tuple[Rejection, ...] = ()  # lines of index.csv that could not be used
+
+    @property
+    def inside(self) -> str | None:
+        """Where every file read must lie (None: links may lead anywhere)."""
+        return None if self.follow_links else str(self.root)
+
+    def read_text(self, name: str) -> str:
+        """A top-level text file (split file, index.csv), decoded as UTF-8; one sentence if it cannot be."""
+        path = self.root / name
+        try:
+            return read_file(str(path), self.inside).decode("utf-8")
+        except FileProblem as problem:
+            raise ReleaseError(f"{path} {problem}.") from None
+        except UnicodeDecodeError as error:
+            raise ReleaseError(f"{path} is not valid UTF-8 ({error.reason} at byte {error.start}).") from None
 
     def split_ids(self, split: str) -> list[str]:
-        path = self.root / f"{split}.txt"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise ReleaseError(f"Split file {path} is not valid UTF-8 ({error.reason}).") from None
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        return [line.strip() for line in text_lines(self.read_text(f"{split}.txt")) if line.strip()]
 
     def mean_std(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The release's Mean.npy / Std.npy as float32, or None when the release has none."""
         paths = [self.root / "Mean.npy", self.root / "Std.npy"]
-        if not all(p.is_file() for p in paths):
+        if not all(os.path.lexists(p) for p in paths):
             return None
         arrays = []
         for path in paths:
             try:
-                array = np.load(path, allow_pickle=False)
-            except (ValueError, OSError, EOFError) as error:
+                array = npy_array(read_file(str(path), self.inside))
+            except FileProblem as problem:
+                raise ReleaseError(f"{path} {problem}.") from None
+            except (ValueError, EOFError) as error:
                 raise ReleaseError(f"{path} cannot be read as a .npy array ({error}).") from None
             if array.shape != (self.spec.feature_dim,) or not np.all(np.isfinite(array)):
                 raise ReleaseError(
@@ -95,8 +116,11 @@ class Release:
         return arrays[0], arrays[1]
 
 
-def open_release(source: str | os.PathLike, spec: ReleaseSpec, splits=SPLITS, with_joints=True) -> Release:
-    """Check the layout of a release folder; raise ReleaseError with one sentence if it is not one."""
+def open_release(source: str | os.PathLike, spec: ReleaseSpec, splits=SPLITS, with_joints=True,
+                 follow_links: bool = False) -> Release:
+    """Check the layout of a release folder; raise ReleaseError with one sentence if it is not one.
+    Unless `follow_links`, a folder or file of the release that is a link to a place outside it is
+    refused (so nothing outside the release folder is read)."""
     root = Path(source).expanduser()
     if not root.exists():
         raise ReleaseError(f"the release folder {root} does not exist.")
@@ -109,30 +133,56 @@ def open_release(source: str | os.PathLike, spec: ReleaseSpec, splits=SPLITS, wi
             f"{root} is not a {spec.title} release: it lacks {', '.join(missing)} "
             f"(expected new_joint_vecs/, texts/ and the split files {', '.join(s + '.txt' for s in splits)})."
         )
-    index = read_index_csv(root / "index.csv") if spec.has_index_csv else {}
+    root = root.resolve()
+    if not follow_links:
+        for name in (*REQUIRED_DIRS, "new_joints"):
+            target = (root / name).resolve()
+            if (root / name).exists() and root not in target.parents:
+                raise LinkOutsideRelease(f"{root / name} is a link to {target}, outside the release folder")
     has_joints = with_joints and (root / "new_joints").is_dir()
-    return Release(root.resolve(), spec, has_joints, index)
+    release = Release(root, spec, has_joints, {}, follow_links)
+    if not spec.has_index_csv or not os.path.lexists(root / "index.csv"):
+        return release
+    index, problems = read_index_csv(release)
+    return Release(root, spec, has_joints, index, follow_links, tuple(problems))
 
 
-def read_index_csv(path: Path) -> dict[str, dict]:
-    """HumanML3D's index.csv (source_path,start_frame,end_frame,new_name) keyed by base id."""
-    if not path.is_file():
-        return {}
+def read_index_csv(release: Release) -> tuple[dict[str, dict], list[Rejection]]:
+    """HumanML3D's index.csv (source_path,start_frame,end_frame,new_name) keyed by base id; a line
+    that cannot be used is a Rejection (its motion stays, without provenance)."""
     index: dict[str, dict] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=2):
-            try:
-                index[Path(row["new_name"]).stem] = {
-                    "source_path": row["source_path"],
-                    "source_start_frame": int(row["start_frame"]),
-                    "source_end_frame": int(row["end_frame"]),
-                }
-            except (KeyError, TypeError, ValueError):
-                raise ReleaseError(
-                    f"{path} line {number}: expected source_path,start_frame,end_frame,new_name "
-                    f"with integer frames, got {row}."
-                ) from None
-    return index
+    problems: list[Rejection] = []
+    path = release.root / "index.csv"
+    try:
+        raw_lines = split_lines(read_file(str(path), release.inside))
+    except FileProblem as problem:
+        raise ReleaseError(f"{path} {problem}.") from None
+    header: list[str] = []
+    for number, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            problems.append(Rejection("", "", "bad_index_line", f"not valid UTF-8 (byte {raw[error.start]:#04x} at "
+                                      f"column {error.start + 1})", "index.csv", number, "index"))
+            continue
+        if not header:
+            header = next(csv.reader([line]))
+            continue
+        try:
+            row = dict(zip(header, next(csv.reader([line]), []), strict=True))
+            index[Path(row["new_name"]).stem] = {
+                "source_path": row["source_path"],
+                "source_start_frame": int(row["start_frame"]),
+                "source_end_frame": int(row["end_frame"]),
+            }
+        except (csv.Error, KeyError, TypeError, ValueError) as error:
+            reason = str(error) if isinstance(error, csv.Error) else "expected source_path,start_frame,end_frame," \
+                "new_name with integer frames"
+            problems.append(Rejection("", "", "bad_index_line", f"{reason}: {line[:120]!r}", "index.csv",
+                                      number, "index"))
+    return index, problems
 
 
 def check_id(motion_id: str) -> str | None:
@@ -142,36 +192,13 @@ def check_id(motion_id: str) -> str | None:
     return None
 
 
-# The header np.save writes for a plain little-endian float array; anything else goes to np.load.
-_NPY_HEADER = re.compile(r"\{'descr': '(<f[48])', 'fortran_order': False, 'shape': \(([0-9, ]*)\), \} *\n")
-
-
-def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as handle:
-        return handle.read()
-
-
-def load_npy(path: str | os.PathLike) -> np.ndarray:
-    """np.load, minus its per-file header evaluation (a third of its time on small files)."""
-    data = _read_bytes(path)
-    if data[:8] == b"\x93NUMPY\x01\x00":
-        header_end = 10 + int.from_bytes(data[8:10], "little")
-        match = _NPY_HEADER.fullmatch(data[10:header_end].decode("latin1"))
-        if match:
-            dtype = np.dtype(match[1])
-            shape = tuple(int(n) for n in match[2].split(",") if n.strip())
-            count = int(np.prod(shape))
-            if len(data) - header_end == count * dtype.itemsize:
-                return np.frombuffer(data, dtype, count, offset=header_end).reshape(shape)
-    return np.load(io.BytesIO(data), allow_pickle=False)
-
-
-def _load_array(path: str) -> np.ndarray | str:
+def _load_array(path: str, inside: str | None) -> np.ndarray | str:
+    """The array in a .npy file, or why it cannot be used; FileNotFoundError when it is absent."""
     try:
-        return load_npy(path)
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, EOFError) as error:
+        return npy_array(read_file(path, inside))
+    except FileProblem as problem:
+        return str(problem)
+    except (ValueError, EOFError) as error:
         return f"cannot be read as a .npy array ({type(error).__name__}: {error})"
 
 
@@ -188,7 +215,7 @@ def read_motion(release: Release, motion_id: str, split: str) -> tuple[MotionRec
 
     motion_file = f"new_joint_vecs/{motion_id}.npy"
     try:
-        motion = _load_array(f"{root}/{motion_file}")  # plain strings: pathlib costs show at 30k files
+        motion = _load_array(f"{root}/{motion_file}", release.inside)  # plain strings: pathlib costs show at 30k files
     except FileNotFoundError:
         return None, [reject("missing_motion", "feature file is missing", motion_file)]
     if isinstance(motion, str):
@@ -204,9 +231,11 @@ def read_motion(release: Release, motion_id: str, split: str) -> tuple[MotionRec
 
     caption_file = f"texts/{motion_id}.txt"
     try:
-        text = decode_caption_bytes(_read_bytes(f"{root}/{caption_file}"))
+        text = decode_caption_bytes(read_file(f"{root}/{caption_file}", release.inside))
     except FileNotFoundError:
         return None, [reject("missing_captions", "caption file is missing", caption_file)]
+    except FileProblem as problem:
+        return None, [reject("unreadable_captions", f"caption file {problem}", caption_file)]
     if not isinstance(text, str):
         return None, [reject(text.reason, text.detail, caption_file, text.line)]
     if not text.strip():
@@ -221,7 +250,7 @@ def read_motion(release: Release, motion_id: str, split: str) -> tuple[MotionRec
     if release.has_joints:
         joints_file = f"new_joints/{motion_id}.npy"
         try:
-            joints = _load_array(f"{root}/{joints_file}")
+            joints = _load_array(f"{root}/{joints_file}", release.inside)
         except FileNotFoundError:
             joints = "file is missing (build with --no-joints to leave joints out)"
         if not isinstance(joints, str):

@@ -107,13 +107,30 @@ def parse_caption_line(
     return Annotation(caption, words, tags, start, end, start_frame, end_frame, True, line)
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_LINE_END_BYTES = re.compile(rb"\r\n|\r|\n")
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of a text file: split at \\n, \\r\\n and \\r only, after one leading byte-order mark.
+    Not `str.splitlines()`, which also splits at characters that may sit inside a caption (\\x0b,
+    \\x0c, \\x1c-\\x1e, \\x85, U+2028, U+2029) and so would cut a line in two and shift every line
+    number after it."""
+    return _LINE_END.split(text[1:] if text.startswith("\ufeff") else text)
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """The lines of a file's bytes, split as `text_lines` splits text (the same line numbers)."""
+    return _LINE_END_BYTES.split(data[3:] if data.startswith(b"\xef\xbb\xbf") else data)
+
+
 def parse_caption_text(
     text: str, num_frames: int, fps: float
 ) -> tuple[list[Annotation], list[CaptionProblem]]:
     """Parse a whole caption file's text; blank lines are skipped, problems collected."""
     annotations: list[Annotation] = []
     problems: list[CaptionProblem] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text_lines(text), start=1):
         if not raw.strip():
             continue
         parsed = parse_caption_line(raw.strip(), number, num_frames, fps)
@@ -126,7 +143,7 @@ def decode_caption_bytes(data: bytes) -> str | CaptionProblem:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        for number, raw in enumerate(data.split(b"\n"), start=1):
+        for number, raw in enumerate(split_lines(data), start=1):
             try:
                 raw.decode("utf-8")
             except UnicodeDecodeError as error:
