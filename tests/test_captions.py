@@ -48,7 +48,6 @@ def test_subclip_ending_on_the_dropped_last_frame_is_clamped():
     ("a man walks#a/DET#3.0#2.0", "bad_subclip", "not before"),
     ("a man walks#a/DET#2.0#2.0", "bad_subclip", "not before"),
     ("a man walks#a/DET#1.0#0.0", "bad_subclip", "not before"),
-    ("a man walks#a/DET#2.0#30.0", "subclip_out_of_range", "100 frames"),
     ("a man walks#a/DET#6.0#7.0", "subclip_out_of_range", "100 frames"),
 ])
 def test_bad_lines_name_the_problem(text, reason, words):
@@ -79,3 +78,30 @@ def test_mirrored_lines_swap_sides_but_not_inside_words():
         "turns right, then left and spins clockwise, leftover"
     line = "he kicks left#he/PRON kick/VERB left/ADV#1.0#2.5"
     assert mirror_caption_line(line) == "he kicks right#he/PRON kick/VERB right/ADV#1.0#2.5"
+
+
+@pytest.mark.parametrize("text, mirrored", [
+    ("spins counter-clockwise", "spins clockwise"),  # not "counter-counterclockwise"
+    ("spins counter clockwise twice", "spins clockwise twice"),
+    ("turns anticlockwise, then anti-clockwise", "turns clockwise, then clockwise"),
+    ("rotates clock-wise", "rotates counterclockwise"),
+    ("steps leftward and then rightwards", "steps rightward and then leftwards"),
+    ("Left arm up, then the RIGHT one", "Right arm up, then the LEFT one"),
+    ("a left-handed wave, leftovers aside", "a right-handed wave, leftovers aside"),
+])
+def test_mirroring_knows_the_spellings_of_sides_and_turning_senses(text, mirrored):
+    from datasets_build.motion.captions import mirror_text
+
+    assert mirror_text(text) == mirrored
+    assert mirror_text(mirror_text("clockwise counterclockwise left rightward")) == "clockwise counterclockwise left rightward"
+
+
+def test_a_subclip_ending_past_the_motion_is_clipped_like_the_reference():
+    """The reference loaders slice motion[start:end]: an end past the motion means its end."""
+    clipped = parse_caption_line("a man walks#a/DET#2.0#30.0", 7, num_frames=100, fps=20)
+    assert isinstance(clipped, Annotation)
+    assert (clipped.start_frame, clipped.end_frame, clipped.clipped) == (40, 100, True)
+    one_past = parse_caption_line("a man walks#a/DET#2.0#5.05", 7, num_frames=100, fps=20)  # raw clip end
+    assert (one_past.end_frame, one_past.clipped) == (100, False)
+    inside = parse_caption_line("a man walks#a/DET#2.0#3.0", 7, num_frames=100, fps=20)
+    assert (inside.end_frame, inside.clipped) == (60, False)

@@ -64,3 +64,34 @@ def test_remodiffuse_recipe_writes_neighbours_rareness_and_an_npz(tmp_path):
 
     with np.load(tmp_path / "db.npz") as db:
         assert db["motions"].shape[1:] == (196, 263) and db["clip_seq_features"].shape[1:] == (77, 512)
+
+
+def test_split_lists_and_output_folders_that_cannot_work_are_one_line(tmp_path):
+    base = ["humanml3d", "--source", "sample", "--sample-motions", "4", "--quiet"]
+    for splits, words in (("train,train", "listed more than once"), (",", "comma-separated split names"),
+                          ("../x", "must be letters")):
+        result = _cli(*base, "--out", tmp_path / "o", "--splits", splits)
+        assert result.returncode == 2 and words in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "a-file").write_text("x")
+    for out, words in ((tmp_path / "a-file", "is a file, not a folder"),
+                       (tmp_path / "a-file" / "below", "cannot create the output folder")):
+        result = _cli(*base, "--out", out)
+        assert result.returncode == 1 and words in result.stderr and "Traceback" not in result.stderr
+
+
+def test_abbreviated_options_are_refused_and_url_credentials_never_reach_the_card():
+    from datasets_build.cli.llm_session import redact_argv
+
+    result = _cli("finehumanml3d", "--source", "sample", "--out", "x", "--llm-api-ke", "KEY", "--dry-run")
+    assert result.returncode == 2 and "unrecognized arguments: --llm-api-ke" in result.stderr
+    shown = redact_argv(["--llm-base-url", "http://user:SECRET@host:8000/v1", "--llm-api-key", "KEY",
+                         "--llm-api-key=KEY2"])
+    assert "SECRET" not in " ".join(shown) and "KEY" not in " ".join(shown)
+    assert shown[1] == "http://<redacted>@host:8000/v1"
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    command = (f"{sys.executable} -m datasets_build humanml3d --source sample --sample-motions 4 --quiet "
+               f"--out {tmp_path / 'o'} | true")
+    result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=REPO)
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr

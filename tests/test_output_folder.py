@@ -118,3 +118,39 @@ def test_the_release_folder_and_a_file_are_refused_as_output(release, tmp_path):
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(OutputFolderError, match="is a file, not a folder"):
         run_build(source, tmp_path / "a-file")
+
+
+def test_a_full_disk_is_one_sentence_and_gives_the_space_back(release, tmp_path, monkeypatch):
+    import errno
+    import sqlite3
+
+    from datasets_build.builder.config import OutOfSpace
+    from datasets_build.core.kv_store import RowCache
+    from datasets_build.formats.arrow import ShardWriter
+
+    source, out = release(num_motions=8), tmp_path / "out"
+    run_build(source, out)
+    calls = {"n": 0}
+    write = ShardWriter.write
+
+    def filling_up(self, table):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(self, table)
+
+    monkeypatch.setattr(ShardWriter, "write", filling_up)
+    with pytest.raises(OutOfSpace, match="is full .*No space left on device.*run the same build again"):
+        run_build(source, out, batch_size=2, overwrite=True)
+    assert not (out / ".partial").exists() and read_build_record(out) is not None
+    monkeypatch.setattr(ShardWriter, "write", write)
+
+    def full_database(self, items):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(RowCache, "put_many", full_database)
+    from test_row_cache import Energy
+    with pytest.raises(OutOfSpace, match="database or disk is full"):
+        run_build(source, out, processors=(Energy(),))
+    assert not (out / ".partial").exists()
+    assert set(datasets.load_from_disk(str(out))) == {"train", "val", "test"}

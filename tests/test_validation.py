@@ -54,7 +54,7 @@ CASES = {
                          "texts/000001.txt", 2, "annotation"),
     "token without slash": (lambda r: _text(r).write_text("a b#a/DET b#0.0#0.0\n" + GOOD), "malformed_caption",
                             "texts/000001.txt", 1, "annotation"),
-    "sub-clip outside": (lambda r: _text(r).write_text(GOOD + "\na b#a/DET b/NOUN#1.0#99.0\n"),
+    "sub-clip outside": (lambda r: _text(r).write_text(GOOD + "\na b#a/DET b/NOUN#99.0#100.0\n"),
                          "subclip_out_of_range", "texts/000001.txt", 2, "annotation"),
     "start after end": (lambda r: _text(r).write_text(GOOD + "\na b#a/DET b/NOUN#2.0#1.0\n"), "bad_subclip",
                         "texts/000001.txt", 2, "annotation"),

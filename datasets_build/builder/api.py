@@ -11,19 +11,23 @@ re-run does nothing, a changed one recomputes only rows whose processor inputs c
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import shutil
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
 from datasets_build.builder import publish
 from datasets_build.builder.chunk import COUNT_KEYS, ChunkTask
-from datasets_build.builder.config import BuildConfig, BuildResult, OutputFolderError, StrictStop
+from datasets_build.builder.config import BuildConfig, BuildResult, OutOfSpace, StrictStop
 from datasets_build.builder.dataset_steps import run_steps
-from datasets_build.builder.folder import check_output_folder, output_lock
+from datasets_build.builder.folder import check_output_folder, claim, output_lock
 from datasets_build.builder.plan import (
     default_num_proc, fingerprint, make_chunks, plan_splits, split_features, with_step_columns,
 )
@@ -31,7 +35,7 @@ from datasets_build.core.hashing import stable_hash
 from datasets_build.executor.base import Executor
 from datasets_build.executor.local import LocalExecutor
 from datasets_build.formats.arrow import finish_split_dir, write_dataset_dict_json
-from datasets_build.formats.built import CACHE, LOCK, PARTIAL, holds_our_work, mark_ours, read_build_record
+from datasets_build.formats.built import CACHE, PARTIAL, read_build_record
 from datasets_build.formats.release import Rejection, open_release
 from datasets_build.motion.specs import SPECS
 
@@ -60,33 +64,44 @@ def build(config: BuildConfig, executor: Executor | None = None) -> BuildResult:
         if previous and previous.get("fingerprint") == build_fingerprint and not config.overwrite:
             return BuildResult(out, True, previous["counts"], [], time.perf_counter() - started,
                                previous.get("counters", {}))
-        if not holds_our_work(out) and _has_content(out) and not config.overwrite:
-            raise OutputFolderError(f"the output folder {out} is not empty and holds no earlier build")
-        mark_ours(out)
+        claim(out, config.overwrite)
         partial = out / PARTIAL
         shutil.rmtree(partial, ignore_errors=True)
-        task = ChunkTask(release, features, config.processors, partial, out / CACHE / "rows", config.strict,
-                         config.batch_size)
-        total = sum(len(ids) for ids in plan.values())
-        executor = executor or LocalExecutor(config.num_proc or default_num_proc(total))
-        files, counts, counters = _write_shards(config, task, executor, plan, rejections)
-        for split in config.splits:
-            finish_split_dir(partial / split, files[split], features, split,
-                             stable_hash([build_fingerprint, split]),
-                             f"{spec.title} {split} built by datasets_build ({config.recipe})")
-        write_dataset_dict_json(partial, config.splits)
-        run_steps(config, partial, out / CACHE, features, build_fingerprint)
-        counters.update({step.name: dict(step.counters) for step in config.steps})
-        result = BuildResult(out, False, counts, rejections, 0.0, counters)
-        publish.publish(config, release, final_features, result, partial, stats)
-        result.seconds = time.perf_counter() - started
-        publish.write_build_record(out, config, build_fingerprint, result)
+        with _out_of_space_cleans_up(out, partial):
+            task = ChunkTask(release, features, config.processors, partial, out / CACHE / "rows", config.strict,
+                             config.batch_size)
+            total = sum(len(ids) for ids in plan.values())
+            executor = executor or LocalExecutor(config.num_proc or default_num_proc(total))
+            files, counts, counters = _write_shards(config, task, executor, plan, rejections)
+            for split in config.splits:
+                finish_split_dir(partial / split, files[split], features, split,
+                                 stable_hash([build_fingerprint, split]),
+                                 f"{spec.title} {split} built by datasets_build ({config.recipe})")
+            write_dataset_dict_json(partial, config.splits)
+            run_steps(config, partial, out / CACHE, features, build_fingerprint)
+            counters.update({step.name: dict(step.counters) for step in config.steps})
+            result = BuildResult(out, False, counts, rejections, 0.0, counters)
+            publish.publish(config, release, final_features, result, partial, stats)
+            result.seconds = time.perf_counter() - started
+            publish.write_build_record(out, config, build_fingerprint, result)
     return result
 
 
-def _has_content(out: Path) -> bool:
-    """Anything in `out` besides what taking the lock created."""
-    return out.exists() and any(entry.name != LOCK for entry in out.iterdir())
+@contextlib.contextmanager
+def _out_of_space_cleans_up(out: Path, partial: Path) -> Iterator[None]:
+    """A full disk becomes one sentence, and the unfinished splits give their space back; what
+    finished before (cached rows, LLM answers: committed as they came) is kept."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as error:
+        full = (getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(error)
+                or "disk is full" in str(error))
+        if not full:
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+        raise OutOfSpace(f"the disk of {out} is full ({error}); the unfinished splits were removed and everything "
+                         "finished before (cached rows, LLM answers) is kept: free some space and run the same "
+                         "build again") from None
 
 
 def _write_shards(config: BuildConfig, task: ChunkTask, executor: Executor, plan: dict[str, list[str]],

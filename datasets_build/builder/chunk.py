@@ -24,7 +24,7 @@ from datasets_build.formats.arrow import ShardWriter, batch_table
 from datasets_build.formats.release import MotionRecord, Rejection, Release, read_motion
 from processors.base import Batch, Processor
 
-COUNT_KEYS = ("motions", "annotations", "subclips", "frames")
+COUNT_KEYS = ("motions", "annotations", "subclips", "clipped", "frames")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +62,7 @@ class ChunkTask:
                 counts["motions"] += len(batch)
                 counts["annotations"] += sum(len(r.annotations) for r in batch)
                 counts["subclips"] += sum(a.is_subclip for r in batch for a in r.annotations)
+                counts["clipped"] += sum(a.clipped for r in batch for a in r.annotations)
                 counts["frames"] += sum(len(r.motion) for r in batch)
         finally:
             for cache in caches.values():

@@ -14,7 +14,7 @@ from datasets_build.formats.release import Rejection
 from datasets_build.motion.specs import SPLITS
 from processors.base import DatasetStep, Processor
 
-BUILD_FORMAT = "1"  # bump when the reader or the layout of a built dataset changes
+BUILD_FORMAT = "2"  # bump when the reader or the layout of a built dataset changes (2: annotations.clipped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,3 +58,7 @@ class StrictStop(UserError):
 
 class OutputFolderError(UserError, ValueError):
     """The output folder cannot take this build (it holds something else)."""
+
+
+class OutOfSpace(UserError, OSError):
+    """The disk of the output folder (or of its caches) filled up during the build."""

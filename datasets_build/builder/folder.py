@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from datasets_build.builder.config import OutputFolderError
-from datasets_build.formats.built import LOCK
+from datasets_build.formats.built import LOCK, holds_our_work, mark_ours
 
 # What a build may name a split or a step folder: a plain name inside the output folder.
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -51,6 +51,15 @@ def output_lock(out: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()  # releases the lock (forked workers have exited by then)
+
+
+def claim(out: Path, overwrite: bool) -> None:
+    """Make `out` a build's folder before the first write into it (splits, caches, LLM answers): an
+    empty or new folder, one of ours, or any folder when `overwrite`; else one sentence."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not holds_our_work(out) and any(e.name != LOCK for e in out.iterdir()) and not overwrite:
+        raise OutputFolderError(f"the output folder {out} is not empty and holds no earlier build")
+    mark_ours(out)
 
 
 def remove_build_names(out: Path, names: Iterable[str]) -> None:

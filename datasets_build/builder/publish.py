@@ -113,8 +113,9 @@ def summary(result: BuildResult) -> str:
                 "nothing to do. Pass --overwrite to rebuild anyway.")
     lines = [f"Built {result.out} in {result.seconds:.1f} s"]
     for split, c in result.counts.items():
+        clipped = f", {c['clipped']:,} clipped at the motion's end" if c.get("clipped") else ""
         lines.append(f"  {split:>5}: {c['motions']:,} motions, {c['annotations']:,} annotations "
-                     f"({c['subclips']:,} sub-clips), {c['frames']:,} frames")
+                     f"({c['subclips']:,} sub-clips{clipped}), {c['frames']:,} frames")
     by_reason = rejected_by_reason(result.rejections)
     if by_reason:
         motions = sum(r.level == "motion" for r in result.rejections)

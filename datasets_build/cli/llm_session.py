@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import re
 from typing import Iterator
 
 from datasets_build.llm.local_server import local_llm_server
@@ -45,10 +46,15 @@ def llm_session(options: LLMOptions, serve: bool) -> Iterator[LLMOptions]:
         yield dataclasses.replace(options, llm_base_url=base_url)
 
 
+# user:password@ in a URL (an endpoint given with its credentials)
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
 def redact_argv(argv: list[str]) -> list[str]:
-    """The command line as it may be written to a card: secret option values replaced."""
+    """The command line as it may be written to a card: secret option values and the credentials
+    of URLs replaced (abbreviated options are refused by the parser, so the names are exact)."""
     shown, hide = [], False
-    for word in argv:
+    for word in (_URL_CREDENTIALS.sub("<redacted>@", w) for w in argv):
         if hide:
             shown.append("<redacted>")
             hide = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import shutil
 import sys
@@ -54,8 +55,8 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="output folder: a DatasetDict (train/val/test) plus README.md, "
                              "rejected.jsonl, release_stats/ and build.json")
-    parser.add_argument("--splits", default=",".join(SPLITS),
-                        help="comma-separated split files to build (default: %(default)s)")
+    parser.add_argument("--splits", type=split_names, default=SPLITS, metavar="NAMES",
+                        help=f"comma-separated split files to build (default: {','.join(SPLITS)})")
     parser.add_argument("--limit", type=positive_int, metavar="N",
                         help="only the first N ids of each split, for a quick try")
     parser.add_argument("--num-proc", type=positive_int, metavar="N",
@@ -79,20 +80,38 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def split_names(text: str) -> tuple[str, ...]:
+    """An argparse type: `train,val` -> ("train", "val"); each name once, at least one."""
+    names = tuple(name.strip() for name in text.split(","))
+    if not all(names) or not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated split names such as train,val,test, got {text!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"split {repeated[0]!r} is listed more than once")
+    unsafe = [name for name in names if not name.replace("_", "").replace("-", "").isalnum()]
+    if unsafe:
+        raise argparse.ArgumentTypeError(f"split name {unsafe[0]!r} must be letters, digits, '_' or '-'")
+    return names
+
+
 def _build_command(commands, name: str, help: str, description: str, recipe: str = "") -> argparse.ArgumentParser:
     """A sub-command that reads a build folder (its first argument)."""
-    command = commands.add_parser(name, help=help, description=description)
+    command = commands.add_parser(name, help=help, description=description, allow_abbrev=False)
     kind = f"{recipe} build" if recipe else "build"
     command.add_argument("built", type=Path, metavar="BUILT_DIR", help=f"output folder of a {kind}")
     return command
 
 
 def make_parser() -> argparse.ArgumentParser:
+    # No abbreviated options: `--llm-api-ke KEY` must not be taken for the key option (and so escape
+    # the redaction of the command line written to the card).
     parser = argparse.ArgumentParser(prog="python -m datasets_build", description=DESCRIPTION, epilog=EPILOG,
+                                     allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for recipe in RECIPES.values():
-        sub = commands.add_parser(recipe.name, help=f"recipe: {recipe.help}", description=recipe.help)
+        sub = commands.add_parser(recipe.name, help=f"recipe: {recipe.help}", description=recipe.help,
+                                  allow_abbrev=False)
         _add_build_options(sub)
         defaults = recipe.options()
         for field in dataclasses.fields(recipe.options):  # one argument group per option group
@@ -106,7 +125,8 @@ def make_parser() -> argparse.ArgumentParser:
         description="Write a release of procedurally animated skeletons (walk, turn, jump, wave, kick, sit, "
                     "crouch, and sequences of them) with captions that describe them in time order, sub-clip "
                     "lines, mirrors, splits, Mean/Std and segments.jsonl (the true action boundaries). "
-                    "Deterministic for a seed. Build it like a real release: <recipe> --source DIR.")
+                    "Deterministic for a seed. Build it like a real release: <recipe> --source DIR.",
+        allow_abbrev=False)
     sample.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write the release to")
     sample.add_argument("--dataset", choices=sorted(SPECS), default="humanml3d", help="layout (default: %(default)s)")
     sample.add_argument("--motions", type=positive_int, default=64, metavar="N",
@@ -156,7 +176,7 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
         source = Path(args.source)
     options = recipe_options(recipe, args)
     build_settings = dict(
-        splits=tuple(s.strip() for s in args.splits.split(",") if s.strip()), limit=args.limit,
+        splits=args.splits, limit=args.limit,
         num_proc=args.num_proc, strict=args.strict, overwrite=args.overwrite, with_joints=args.with_joints,
         follow_links=args.follow_links,
         progress=not args.quiet, command="python -m datasets_build " + shlex.join(redact_argv(argv)),
@@ -172,7 +192,7 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
         config = recipe.config(source, args.out, dataclasses.replace(options, llm=llm), **build_settings)
         asking = [p for p in config.processors if uses_llm(p)]
         if args.llm_batch_import:
-            print(batch_import(asking[0], args.llm_batch_import))  # one cache for all of them
+            print(batch_import(config, asking[0], args.llm_batch_import))  # one cache for all of them
         if args.dry_run:
             print("\n".join(dry_run(config, p) for p in asking))
             return 0
@@ -198,30 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = make_parser().parse_args(argv)
     try:
-        if args.command == "sample":
-            return write_sample(args)
-        if args.command == "show":
-            from datasets_build.viz.browse import show
-
-            print(show(args.built, args.id, args.out, args.annotation))
-            return 0
-        if args.command == "export-fine":
-            from datasets_build.exports.finehumanml3d import export_fine
-
-            print(export_fine(args.built, args.out))
-            return 0
-        if args.command == "export-remodiffuse":
-            from datasets_build.exports.remodiffuse import export_remodiffuse
-
-            written = export_remodiffuse(args.built, args.out, require_clip=not args.any_encoder)
-            print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
-            return 0
-        if args.command == "stats":
-            from datasets_build.viz.browse import stats
-
-            print(stats(args.built, args.out or args.built / "plots"))
-            return 0
-        return run_recipe(args, argv)
+        code = run_command(args, argv)
+        sys.stdout.flush()  # inside the try: a reader that went away is noticed here
+        return code
     except UserError as error:
         hint = next((text for kind, text in HINTS.items() if isinstance(error, kind)), "")
         print(f"error: {error}" + (f"; {hint}" if hint else ""), file=sys.stderr)
@@ -229,3 +228,34 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue (finished work is cached)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head -1`): the work is done, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def run_command(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run the parsed sub-command; user errors propagate to `main`."""
+    if args.command == "sample":
+        return write_sample(args)
+    if args.command == "show":
+        from datasets_build.viz.browse import show
+
+        print(show(args.built, args.id, args.out, args.annotation))
+        return 0
+    if args.command == "export-fine":
+        from datasets_build.exports.finehumanml3d import export_fine
+
+        print(export_fine(args.built, args.out))
+        return 0
+    if args.command == "export-remodiffuse":
+        from datasets_build.exports.remodiffuse import export_remodiffuse
+
+        written = export_remodiffuse(args.built, args.out, require_clip=not args.any_encoder)
+        print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
+        return 0
+    if args.command == "stats":
+        from datasets_build.viz.browse import stats
+
+        print(stats(args.built, args.out or args.built / "plots"))
+        return 0
+    return run_recipe(args, argv)

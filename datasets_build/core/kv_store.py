@@ -9,11 +9,14 @@ interrupted build (even `kill -9`) loses at most the batch in flight.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
-import pickle
 import sqlite3
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+import numpy as np
 
 _CHUNK = 500  # keys per SELECT; SQLite caps the number of bound parameters
 
@@ -76,13 +79,63 @@ class SqliteStore:
 
 
 class RowCache(SqliteStore):
-    """A processor's outputs per row, keyed by a hash of its fingerprint and that row's inputs."""
+    """A processor's outputs per row, keyed by a hash of its fingerprint and that row's inputs.
+
+    Values are stored as JSON with numeric arrays as tagged base64 (`encode_value`), never as
+    pickles: a cache copied from elsewhere can hold wrong numbers at worst, never code that runs."""
 
     def __init__(self, path: str | os.PathLike) -> None:
-        super().__init__(path, "rows", "value BLOB NOT NULL")
+        super().__init__(path, "row_values", "value TEXT NOT NULL")
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        fresh = self._db is None
+        db = super().db
+        if fresh:
+            db.execute("DROP TABLE IF EXISTS rows")  # pickled values of earlier versions: never read
+        return db
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
-        return {key: pickle.loads(value) for key, value in self.select(keys, "value")}
+        found = {}
+        for key, value in self.select(keys, "value"):
+            try:
+                found[key] = decode_value(value)
+            except (ValueError, TypeError, KeyError):  # a damaged row: computed again
+                continue
+        return found
 
     def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
-        self.insert((key, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)) for key, value in items)
+        self.insert((key, encode_value(value)) for key, value in items)
+
+
+_ARRAY = "__ndarray__"
+_NUMERIC_KINDS = "biufc"  # bool, ints, floats, complex: no objects, strings or voids
+
+
+def encode_value(value: Any) -> str:
+    """JSON text of a row value: dicts, lists and tuples (as lists), str, int, float (NaN and inf
+    kept), bool, None, numpy scalars, and numeric numpy arrays."""
+    return json.dumps(value, default=_encode_extra, separators=(",", ":"))
+
+
+def _encode_extra(value: Any) -> Any:
+    if isinstance(value, np.ndarray) and value.dtype.kind in _NUMERIC_KINDS:
+        data = np.ascontiguousarray(value)
+        return {_ARRAY: [data.dtype.str, list(data.shape), base64.b64encode(data.tobytes()).decode("ascii")]}
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"a cache value cannot hold {type(value).__name__}")
+
+
+def decode_value(text: str) -> Any:
+    return json.loads(text, object_hook=_decode_array)
+
+
+def _decode_array(obj: dict) -> Any:
+    if _ARRAY not in obj:
+        return obj
+    dtype, shape, data = obj[_ARRAY]
+    dtype = np.dtype(dtype)
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise ValueError(f"cached array of dtype {dtype} is not numeric")
+    return np.frombuffer(base64.b64decode(data), dtype).reshape(shape).copy()

@@ -122,6 +122,10 @@ def open_release(source: str | os.PathLike, spec: ReleaseSpec, splits=SPLITS, wi
     Unless `follow_links`, a folder or file of the release that is a link to a place outside it is
     refused (so nothing outside the release folder is read)."""
     root = Path(source).expanduser()
+    unsafe = [s for s in splits if not re.fullmatch(r"[A-Za-z0-9_-]+", s)]
+    if unsafe or len(set(splits)) != len(splits) or not splits:
+        raise ReleaseError(f"split names must be distinct names of letters, digits, '_' or '-' (the split files "
+                           f"NAME.txt of the release); got {list(splits)}.")
     if not root.exists():
         raise ReleaseError(f"the release folder {root} does not exist.")
     if not root.is_dir():

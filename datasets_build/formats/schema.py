@@ -16,6 +16,7 @@ ANNOTATION = {
     "end_frame": Value("int32"),
     "is_subclip": Value("bool"),
     "line": Value("int32"),  # 1-based line of the caption file (keeps the release's order)
+    "clipped": Value("bool"),  # the line's end lay past the motion; end_frame is the motion's end
 }
 
 SOURCE_COLUMNS = {
@@ -50,7 +51,8 @@ COLUMN_DOCS = {
     "length": "number of frames",
     "fps": "frames per second of the features",
     "annotations": "one struct per usable caption line: caption, tokens and pos (the `word/POS` "
-    "tokens split), start/end seconds, start_frame/end_frame (end exclusive), is_subclip, line",
+    "tokens split), start/end seconds, start_frame/end_frame (end exclusive), is_subclip, line, clipped "
+    "(the line's end lay past the motion and was clipped to it, as the reference loaders slice)",
     "joints": "joint positions [length, J, 3] from `new_joints/<id>.npy`",
     "source_path": "index.csv: the AMASS/HumanAct12 source file of the base motion (null if absent)",
     "source_start_frame": "index.csv: start frame in the source file",

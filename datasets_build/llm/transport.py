@@ -26,6 +26,16 @@ from datasets_build.core.errors import MissingDependency
 # One request's failures, as the transports raise them (asyncio.TimeoutError: Python 3.10).
 TRANSPORT_ERRORS = (OSError, EOFError, ValueError, asyncio.TimeoutError, asyncio.LimitOverrunError)
 _CONNECTIONS_PER_CLIENT = 8
+# The largest answer body read (a chat completion is a few KB): a server that announces or sends
+# more gets its request failed, instead of filling this process's memory.
+MAX_BODY_BYTES = 16 << 20
+
+
+class ResponseTooLarge(OSError):
+    """An answer body over MAX_BODY_BYTES."""
+
+    def __init__(self, size: int | str):
+        super().__init__(f"the answer body ({size} bytes) is over the {MAX_BODY_BYTES >> 20} MiB limit")
 
 
 def open_transport(base_url: str, api_key: str, timeout: float, connections: int) -> "Http11Pool | HttpxPool":
@@ -102,9 +112,12 @@ class Http11Pool:
             elif "chunked" in headers.get("transfer-encoding", "").lower():
                 body = await _read_chunked(reader)
             elif "content-length" in headers:
-                body = await reader.readexactly(int(headers["content-length"]))
+                size = int(headers["content-length"])
+                if size > MAX_BODY_BYTES:
+                    raise ResponseTooLarge(f"{size:,}")
+                body = await reader.readexactly(size)
             else:  # the body ends when the server closes the connection
-                body, keep = await reader.read(), False
+                body, keep = await _read_to_close(reader), False
         except BaseException:  # a failure, a timeout or a cancellation: the connection is unusable
             self._drop(connection)
             raise
@@ -151,12 +164,25 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str], bool]:
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    chunks = []
+    chunks, total = [], 0
     while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+        total += size
+        if total > MAX_BODY_BYTES:
+            raise ResponseTooLarge(f"over {total:,}")
         chunks.append(await reader.readexactly(size))
         await reader.readexactly(2)
     while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
         pass
+    return b"".join(chunks)
+
+
+async def _read_to_close(reader: asyncio.StreamReader) -> bytes:
+    chunks, total = [], 0
+    while piece := await reader.read(1 << 16):
+        total += len(piece)
+        if total > MAX_BODY_BYTES:
+            raise ResponseTooLarge(f"over {total:,}")
+        chunks.append(piece)
     return b"".join(chunks)
 
 
@@ -182,12 +208,21 @@ class HttpxPool:
 
     async def post(self, data: bytes) -> tuple[int, dict[str, str], bytes]:
         try:
-            response = await next(self.turn).post(self.url, content=data)
+            async with next(self.turn).stream("POST", self.url, content=data) as response:
+                headers = {k.lower(): v for k, v in response.headers.items()}
+                if int(headers.get("content-length") or 0) > MAX_BODY_BYTES:
+                    raise ResponseTooLarge(f"{int(headers['content-length']):,}")
+                chunks, total = [], 0
+                async for piece in response.aiter_bytes():
+                    total += len(piece)
+                    if total > MAX_BODY_BYTES:
+                        raise ResponseTooLarge(f"over {total:,}")
+                    chunks.append(piece)
         except self.httpx.TimeoutException as exc:
             raise TimeoutError(f"{type(exc).__name__}: {exc}") from None
         except self.httpx.RequestError as exc:
             raise ConnectionError(f"{type(exc).__name__}: {exc}") from None
-        return response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.content
+        return response.status_code, headers, b"".join(chunks)
 
     async def close(self) -> None:
         for client in self.clients:

@@ -23,16 +23,34 @@ class Annotation(NamedTuple):  # a NamedTuple: built ~90k times per release, che
     end_frame: int  # exclusive
     is_subclip: bool
     line: int  # 1-based line number in the caption file
+    # The line's end lay more than one frame past the motion: end_frame is the motion's end, as the
+    # reference loaders' slicing makes it.
+    clipped: bool = False
 
 
-MIRROR_WORDS = {"left": "right", "right": "left", "clockwise": "counterclockwise",
-                "counterclockwise": "clockwise"}
-_MIRROR_PATTERN = re.compile(r"\b(" + "|".join(MIRROR_WORDS) + r")\b")
+# Words that name a side or a turning sense, swapped in a mirrored motion's caption: left/right
+# (also leftward(s)/rightward(s), "left-hand"), and clockwise with its spellings: "clock-wise",
+# "counter-clockwise", "counter clockwise", "anticlockwise", "anti-clockwise".
+_MIRROR_PATTERN = re.compile(r"\b(?:(counter|anti)[- ]?)?clock[- ]?wise\b|\b(left|right)(wards?)?\b", re.IGNORECASE)
+
+
+def _mirrored(match: re.Match) -> str:
+    word = match[0]
+    if match[2]:  # left / right (+ wards)
+        swapped = "right" if match[2].lower() == "left" else "left"
+        swapped += match[3] or ""
+    else:
+        swapped = "clockwise" if match[1] else "counterclockwise"
+    if word.isupper() and len(word) > 1:
+        return swapped.upper()
+    return swapped[0].upper() + swapped[1:] if word[0].isupper() else swapped
 
 
 def mirror_text(text: str) -> str:
-    """Swap left/right (and clockwise/counterclockwise) words, as the release's `M` captions do."""
-    return _MIRROR_PATTERN.sub(lambda match: MIRROR_WORDS[match[0]], text)
+    """Swap left/right (leftward(s)/rightward(s)) and clockwise/counterclockwise (any spelling:
+    "counter-clockwise", "anticlockwise", "clock-wise" ...), as the release's `M` captions do;
+    capitals are kept, and words that merely contain them ("leftover") stay."""
+    return _MIRROR_PATTERN.sub(_mirrored, text)
 
 
 def mirror_caption_line(line: str) -> str:
@@ -93,18 +111,20 @@ def parse_caption_line(
     if start >= end:
         return CaptionProblem(line, "bad_subclip", f"sub-clip start {start}s is not before its end {end}s")
     start_frame, end_frame = int(start * fps), int(end * fps)
-    # The features have one frame fewer than the raw clip (velocities need a next frame), so a
-    # sub-clip ending on the clip's last raw frame is one past the end: clamp that one frame.
-    if start_frame >= num_frames or end_frame > num_frames + 1:
+    if start_frame >= num_frames:
         return CaptionProblem(
             line, "subclip_out_of_range",
-            f"sub-clip {start}s-{end}s (frames {start_frame}-{end_frame}) lies outside the motion's "
+            f"sub-clip {start}s-{end}s starts at frame {start_frame}, at or past the end of the motion's "
             f"{num_frames} frames at {fps:g} fps",
         )
+    # The features have one frame fewer than the raw clip (velocities need a next frame), so a
+    # sub-clip ending on the clip's last raw frame is one past the end: that one frame is no clip.
+    # An end further out is clipped to the motion, as the reference loaders' slicing does.
+    clipped = end_frame > num_frames + 1
     end_frame = min(end_frame, num_frames)
     if end_frame <= start_frame:
         return CaptionProblem(line, "bad_subclip", f"sub-clip {start}s-{end}s covers no whole frame")
-    return Annotation(caption, words, tags, start, end, start_frame, end_frame, True, line)
+    return Annotation(caption, words, tags, start, end, start_frame, end_frame, True, line, clipped)
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
