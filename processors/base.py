@@ -95,6 +95,12 @@ class Processor(Step):
     # it for slow or paid work (models, LLM calls), not for a cheap transformation.
     cacheable: ClassVar[bool] = False
 
+    def unfinished(self, row: dict[str, Any]) -> bool:
+        """Whether this row's outputs are provisional (an LLM request that got no answer): such a row
+        is written but not cached, the build is recorded as incomplete, and the next run of the
+        same build computes it again."""
+        return False
+
     def __call__(self, batch: Batch) -> Batch:
         """Map a batch of input columns to a batch of output columns with as many rows.
 

@@ -61,7 +61,8 @@ def build(config: BuildConfig, executor: Executor | None = None) -> BuildResult:
     build_fingerprint = fingerprint(config, release, plan)
     with output_lock(out):
         previous = read_build_record(out)
-        if previous and previous.get("fingerprint") == build_fingerprint and not config.overwrite:
+        finished = previous is not None and previous.get("complete", True)
+        if finished and previous.get("fingerprint") == build_fingerprint and not config.overwrite:
             return BuildResult(out, True, previous["counts"], [], time.perf_counter() - started,
                                previous.get("counters", {}))
         claim(out, config.overwrite)

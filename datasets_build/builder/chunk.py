@@ -114,7 +114,11 @@ def apply_processor(processor: Processor, columns: Batch, cache: RowCache | None
     rows = len(columns["id"])
     if cache is None:
         processor.counters["computed"] += rows
-        return _checked_call(processor, inputs, rows)
+        result = _checked_call(processor, inputs, rows)
+        unfinished = sum(processor.unfinished({name: result[name][i] for name in result}) for i in range(rows))
+        if unfinished:
+            processor.counters["unfinished_rows"] += unfinished
+        return result
     identity = processor.fingerprint()
     keys = [stable_hash([identity] + [inputs[name][i] for name in processor.inputs]) for i in range(rows)]
     found = cache.get_many(keys)
@@ -124,9 +128,13 @@ def apply_processor(processor: Processor, columns: Batch, cache: RowCache | None
     if todo:
         fresh = _checked_call(processor, {n: [v[i] for i in todo] for n, v in inputs.items()}, len(todo))
         new_rows = {keys[i]: {name: fresh[name][j] for name in fresh} for j, i in enumerate(todo)}
-        cache.put_many(new_rows.items())
+        cache.put_many((key, row) for key, row in new_rows.items() if not processor.unfinished(row))
         found.update(new_rows)
-    return {name: [found[key][name] for key in keys] for name in processor.outputs}
+    rows_out = [found[key] for key in keys]
+    unfinished = sum(processor.unfinished(row) for row in rows_out)
+    if unfinished:
+        processor.counters["unfinished_rows"] += unfinished
+    return {name: [row[name] for row in rows_out] for name in processor.outputs}
 
 
 def _checked_call(processor: Processor, inputs: Batch, rows: int) -> Batch:

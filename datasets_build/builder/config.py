@@ -47,6 +47,11 @@ class BuildResult:
     seconds: float
     counters: dict[str, dict[str, int]]  # processor name -> its counters
 
+    @property
+    def unfinished_rows(self) -> int:
+        """Rows whose outputs are provisional (see `Processor.unfinished`): the next run redoes them."""
+        return sum(counters.get("unfinished_rows", 0) for counters in self.counters.values())
+
 
 class ProcessorError(UserError, RuntimeError):
     """A processor or dataset step broke its contract (wrong columns or row count)."""

@@ -83,6 +83,8 @@ def write_build_record(out: Path, config: BuildConfig, fingerprint: str, result:
         "processors": [processor_record(p) for p in config.processors],
         "steps": [processor_record(s) for s in config.steps],
         "counters": result.counters,
+        # False: some rows are provisional (an LLM request without an answer); a re-run redoes them.
+        "complete": result.unfinished_rows == 0,
         "seconds": round(result.seconds, 3),
         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "datasets_version": datasets.__version__,
@@ -126,4 +128,7 @@ def summary(result: BuildResult) -> str:
         lines.append("  rejected: none")
     for name, counters in result.counters.items():
         lines.append(f"  {name}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counters.items())))
+    if result.unfinished_rows:
+        lines.append(f"  INCOMPLETE: {result.unfinished_rows:,} rows hold provisional outputs (e.g. LLM requests that "
+                     "got no answer); run the same command again to redo only those (answers received are cached)")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets_build.builder.api import build
-from datasets_build.builder.config import BuildConfig, OutputFolderError
+from datasets_build.builder.config import BuildConfig, BuildResult, OutputFolderError
 from datasets_build.builder.preview import batch_export, batch_import, dry_run
 from datasets_build.builder.publish import summary
 from datasets_build.cli.llm_session import add_session_flags, llm_session, redact_argv, uses_llm
@@ -182,8 +182,7 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
         progress=not args.quiet, command="python -m datasets_build " + shlex.join(redact_argv(argv)),
         source_note=source_note)
     if not recipe.uses_llm:
-        print(summary(build(recipe.config(source, args.out, options, **build_settings))))
-        return 0
+        return _report(build(recipe.config(source, args.out, options, **build_settings)))
     previewing = args.dry_run or bool(args.llm_batch_export)  # nothing is sent: no server, no segmentation
     if previewing and hasattr(options, "segmentation"):
         options = dataclasses.replace(options, segmentation=dataclasses.replace(options.segmentation,
@@ -199,8 +198,13 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
         if args.llm_batch_export:
             print(batch_export(config, asking, args.llm_batch_export))
             return 0
-        print(summary(build(config)))
-    return 0
+        return _report(build(config))
+
+
+def _report(result: BuildResult) -> int:
+    """Print the summary; exit status 3 when rows are provisional (the build must be run again)."""
+    print(summary(result))
+    return 3 if not result.skipped and result.unfinished_rows else 0
 
 
 def write_sample(args: argparse.Namespace) -> int:
