@@ -50,6 +50,8 @@ class Step:
     preload: ClassVar[tuple[str, ...]] = ()
     # A paragraph for the dataset card: the rule this step follows, when a column name is not enough.
     card_note: ClassVar[str] = ""
+    # The papers whose method this step implements, cited by the card (keys of builder/citations.py).
+    cites: ClassVar[tuple[str, ...]] = ()
     # Counters for the run summary (datatrove style); not part of the configuration.
     counters: Counter = dataclasses.field(default_factory=Counter, compare=False, repr=False, kw_only=True)
 

@@ -173,6 +173,7 @@ class _Plan:
 class Segmentation(Processor):
     name: ClassVar[str] = "segmentation"
     version: ClassVar[str] = "1"
+    cites: ClassVar[tuple[str, ...]] = ("mate",)
     inputs: ClassVar[tuple[str, ...]] = ("motion", "annotations", "subtexts")
     outputs: ClassVar[Features] = Features({"segmentation": List(SEGMENTATION)})
     requires: ClassVar[tuple[str, ...]] = ("torch",)

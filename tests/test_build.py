@@ -70,9 +70,9 @@ def test_card_build_record_and_humanml3d_provenance(release, tmp_path):
     run_build(root, tmp_path / "out", command="python -m datasets_build humanml3d --source x --out y")
     card = (tmp_path / "out" / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
-    assert meta["license"] == "other" and "AMASS" in meta["license_details"]
-    assert {s["name"]: s["num_examples"] for s in meta["dataset_info"]["splits"]} == {
-        "train": 32, "val": 2, "test": 2}
+    assert meta["license"] == "other" and "amass" in meta["license_link"] and "AMASS" in card
+    assert [f["split"] for f in meta["configs"][0]["data_files"]] == ["train", "val", "test"]
+    assert "| train | 32 |" in card and "| val | 2 |" in card and "| test | 2 |" in card
     assert [f["name"] for f in meta["dataset_info"]["features"]][:4] == ["id", "base_id", "mirrored", "motion"]
     assert "python -m datasets_build humanml3d --source x --out y" in card
     record = json.loads((tmp_path / "out" / "build.json").read_text())

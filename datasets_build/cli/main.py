@@ -80,6 +80,15 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("t2m-datasets-build")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def split_names(text: str) -> tuple[str, ...]:
     """An argparse type: `train,val` -> ("train", "val"); each name once, at least one."""
     names = tuple(name.strip() for name in text.split(","))
@@ -108,6 +117,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m datasets_build", description=DESCRIPTION, epilog=EPILOG,
                                      allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for recipe in RECIPES.values():
         sub = commands.add_parser(recipe.name, help=f"recipe: {recipe.help}", description=recipe.help,
@@ -129,7 +139,7 @@ def make_parser() -> argparse.ArgumentParser:
         allow_abbrev=False)
     sample.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write the release to")
     sample.add_argument("--dataset", choices=sorted(SPECS), default="humanml3d", help="layout (default: %(default)s)")
-    sample.add_argument("--motions", type=positive_int, default=64, metavar="N",
+    sample.add_argument("--sample-motions", "--motions", dest="motions", type=positive_int, default=64, metavar="N",
                         help="base motions; mirrors double them (default: %(default)s)")
     sample.add_argument("--seed", type=int, default=0, help="generator seed (default: %(default)s)")
     sample.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
@@ -220,7 +230,11 @@ def write_sample(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said with the sub-command's own usage, not the top level's
+        parser._subparsers._group_actions[0].choices[args.command].error(  # noqa: SLF001
+            f"unrecognized arguments: {' '.join(unknown)}")
     try:
         code = run_command(args, argv)
         sys.stdout.flush()  # inside the try: a reader that went away is noticed here

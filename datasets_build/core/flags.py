@@ -33,11 +33,13 @@ class OptionError(UserError, ValueError):
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, metavar: str | None = None,
-           positive: bool = False, negatable: bool = False, repr: bool = True,
+           positive: bool = False, negatable: bool = False, repr: bool = True, aliases: tuple[str, ...] = (),
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with the help text (and flag details) of its command-line option.
-    `negatable`: a bool that defaults to False still gets `--no-x`; `repr=False` for secrets."""
-    metadata = {"help": help, "flag": flag, "metavar": metavar, "positive": positive, "negatable": negatable}
+    `negatable`: a bool that defaults to False still gets `--no-x`; `repr=False` for secrets;
+    `aliases`: older names of the flag that keep working."""
+    metadata = {"help": help, "flag": flag, "metavar": metavar, "positive": positive, "negatable": negatable,
+                "aliases": aliases}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata, repr=repr)
     return dataclasses.field(default=default, metadata=metadata, repr=repr)
@@ -103,7 +105,7 @@ def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: 
                 text += " (default: %(default)s)"
         else:
             continue  # dicts, tuples, nested configs: set from Python or with KEY=VALUE overrides
-        parser.add_argument(flag_name(field), help=text or None, **kwargs)
+        parser.add_argument(flag_name(field), *field.metadata.get("aliases", ()), help=text or None, **kwargs)
 
 
 def values_for(cls: type, args: argparse.Namespace) -> dict[str, Any]:

@@ -25,9 +25,18 @@ _ACTIONS = [parse(spec) for spec in NOISE_ACTIONS]
 _THEN = parse(NOISE_THEN)
 
 
-def split_of(index: int) -> str:
-    """Split of the index-th base motion: 16 of every 20 train, 1 val, 3 test (mirrors follow)."""
-    return "train" if index % 20 < 16 else ("val" if index % 20 == 16 else "test")
+def split_of(index: int, count: int | None = None) -> str:
+    """Split of the index-th base motion: 16 of every 20 train, 1 val, 3 test (mirrors follow).
+    Given the `count` of base motions, a release of 3 or more has a motion in every split: when the
+    cycle of 20 gives none to test (or val), the last (or the one before) goes there."""
+    split = "train" if index % 20 < 16 else ("val" if index % 20 == 16 else "test")
+    if count is None or count < 3:
+        return split
+    if count < 18 and index == count - 1:  # the cycle reaches test only at its 18th motion
+        return "test"
+    if count < 18 and index == count - 2:  # and val at its 17th (taken by test above when it is the last)
+        return "val"
+    return split
 
 
 def _caption(rng: np.random.Generator) -> list[tuple[str, str, str]]:

@@ -27,7 +27,7 @@ from datasets_build.motion.specs import SPECS
 from datasets_build.synthetic.noise_release import split_of, write_release_files
 from datasets_build.motion.kinematics import features_to_joints, get_skeleton, joints_to_features, mirror_joints
 
-SAMPLE_VERSION = "2"  # bump when the generated release changes
+SAMPLE_VERSION = "3"  # bump when the generated release changes (3: every split has motions from 3 on)
 def seconds_for(frame: int, fps: float) -> str:
     """The shortest decimal number of seconds that a reader turns back into `frame`
     (`int(seconds * fps) == frame`, as the reference loaders compute it)."""
@@ -74,7 +74,7 @@ def write_sample_release(root: str | os.PathLike, dataset: str = "humanml3d", nu
             np.save(root / "new_joints" / f"{motion_id}.npy", features_to_joints(features, dataset).astype(np.float32))
             text = [mirror_caption_line(line) for line in lines] if mirrored else lines
             (root / "texts" / f"{motion_id}.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
-            splits[split_of(i)].append(motion_id)
+            splits[split_of(i, num_motions)].append(motion_id)
             all_features.append(features)
             truth.append({"id": motion_id, "segments": [
                 {"action": MIRROR_ACTION[s.action] if mirrored else s.action, "start_frame": s.start,

@@ -255,6 +255,7 @@ class RetrievalNeighbours(DatasetStep):
 
     name: ClassVar[str] = "retrieval_neighbours"
     version: ClassVar[str] = "1"
+    cites: ClassVar[tuple[str, ...]] = ("remodiffuse",)
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     extra: ClassVar[str] = "retrieval"
 

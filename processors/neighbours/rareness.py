@@ -27,6 +27,7 @@ class Rareness(DatasetStep):
 
     name: ClassVar[str] = "rareness"
     version: ClassVar[str] = "1"
+    cites: ClassVar[tuple[str, ...]] = ("remodiffuse",)
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     extra: ClassVar[str] = "retrieval"
 

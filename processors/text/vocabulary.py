@@ -65,6 +65,7 @@ def select_vocabulary(counts: Counter, min_count: int, keep_stop_words: bool) ->
 class Vocabulary(DatasetStep):
     name: ClassVar[str] = "vocabulary"
     version: ClassVar[str] = "1"
+    cites: ClassVar[tuple[str, ...]] = ("mate",)
     inputs: ClassVar[tuple[str, ...]] = ("annotations", "lemmas")
     columns: ClassVar[Features] = Features({"lemma_ids": List(List(Value("int32")))})
     requires: ClassVar[tuple[str, ...]] = ("spacy",)
