@@ -33,11 +33,12 @@ def real_build(realdata, tmp_path):
     return tmp_path / "built"
 
 
-def test_gif_has_one_frame_per_motion_frame_and_png_is_a_filmstrip(real_build, tmp_path):
+def test_gif_plays_the_range_at_ten_frames_a_second_and_png_is_a_filmstrip(real_build, tmp_path):
     message = show(real_build, "M010968", tmp_path / "m.gif", annotation=1)
     assert "frames 20-50 of 70" in message
     with Image.open(tmp_path / "m.gif") as gif:
-        assert gif.n_frames == 30
+        assert gif.n_frames == 15  # 30 frames at 20 fps = 1.5 s, drawn at 10 frames a second
+        assert gif.info["duration"] == 100
     show(real_build, "M010968", tmp_path / "m.png")
     with Image.open(tmp_path / "m.png") as png:
         assert png.width > 3 * png.height  # 8 key poses side by side
@@ -82,3 +83,32 @@ def test_cli_show_on_a_folder_that_is_not_a_build(tmp_path):
     result = subprocess.run([sys.executable, "-m", "datasets_build", "show", str(tmp_path), "--id", "x", "--out",
                              str(tmp_path / "x.png")], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 1 and "is not a built dataset" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_segmentation_timeline_shows_the_segments_and_the_true_boundaries(tmp_path):
+    from datasets_build.motion.kinematics import features_to_joints, joints_to_features
+    from datasets_build.synthetic.procedural import generate_motion
+    from datasets_build.viz.skeleton import FrameSpan
+
+    raw, segments = generate_motion(["walk forward", "jump"], np.random.default_rng(0), "humanml3d")
+    joints = features_to_joints(joints_to_features(raw, "humanml3d"), "humanml3d")
+    spans = [FrameSpan(s.start, s.end, s.action) for s in segments]
+    render_motion(joints, "humanml3d", tmp_path / "t.png", "walks then jumps", 20.0, spans,
+                  truth=[segments[1].start])
+    with Image.open(tmp_path / "t.png") as png:
+        pixels = np.asarray(png.convert("RGB"))
+    bottom = pixels[int(pixels.shape[0] * 0.7):]  # the timeline under the poses
+    blue, red = np.array([0x1f, 0x77, 0xb4]), np.array([0xd6, 0x27, 0x28])
+
+    def near(colour):  # the timeline's bars are the segment colours at alpha 0.6 over white
+        blended = 0.6 * colour + 0.4 * 255
+        return (np.abs(bottom - blended).sum(-1) < 30).any()
+
+    assert near(blue) and near(red)
+
+
+def test_a_bad_picture_name_is_a_usage_error():
+    result = subprocess.run([sys.executable, "-m", "datasets_build", "show", "x", "--id", "1", "--out", "a.jpg"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "use a .gif, .mp4 or .png file name" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -89,6 +89,15 @@ def _version() -> str:
         return "(not installed)"
 
 
+def picture_path(text: str) -> Path:
+    """An argparse type: a file name ending in .gif, .mp4 or .png."""
+    from datasets_build.viz.skeleton import PICTURE_SUFFIXES
+
+    if Path(text).suffix.lower() not in PICTURE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text}: use a .gif, .mp4 or .png file name")
+    return Path(text)
+
+
 def split_names(text: str) -> tuple[str, ...]:
     """An argparse type: `train,val` -> ("train", "val"); each name once, at least one."""
     names = tuple(name.strip() for name in text.split(","))
@@ -150,7 +159,7 @@ def make_parser() -> argparse.ArgumentParser:
     show.add_argument("--id", required=True, help="motion id, e.g. 000021 or M000021")
     show.add_argument("--annotation", type=int, metavar="K",
                       help="draw only annotation K (0-based) of the motion: its frame range and caption")
-    show.add_argument("--out", required=True, type=Path, metavar="FILE", help="a .gif, .mp4 or .png file")
+    show.add_argument("--out", required=True, type=picture_path, metavar="FILE", help="a .gif, .mp4 or .png file")
     export = _build_command(commands, "export-fine", "write a finehumanml3d build in FineHumanML3D's published layout",
                             "One <id>.txt per motion, one line per coarse caption line of the release (same order) "
                             "with its tagged step descriptions; empty where no checked description exists.",
@@ -166,7 +175,8 @@ def make_parser() -> argparse.ArgumentParser:
     stats = _build_command(commands, "stats", "plot motion/caption length and annotation histograms of a build",
                            "Write histograms per split (motion length in seconds, caption length in words, "
                            "annotations per motion) as PNG files.")
-    stats.add_argument("--out", type=Path, metavar="DIR", help="folder for the plots (default: BUILT_DIR/plots)")
+    stats.add_argument("--out", type=Path, metavar="DIR",
+                       help="folder for the plots (default: BUILT_DIR-plots beside the build, which stays as built)")
     return parser
 
 
@@ -258,7 +268,7 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "show":
         from datasets_build.viz.browse import show
 
-        print(show(args.built, args.id, args.out, args.annotation))
+        print(show(args.built, args.id, args.out, args.annotation, progress=True))
         return 0
     if args.command == "export-fine":
         from datasets_build.exports.finehumanml3d import export_fine
@@ -274,6 +284,6 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "stats":
         from datasets_build.viz.browse import stats
 
-        print(stats(args.built, args.out or args.built / "plots"))
+        print(stats(args.built, args.out or args.built.parent / f"{args.built.name}-plots"))
         return 0
     return run_recipe(args, argv)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-from datasets_build.formats.built import BuiltDatasetError, dataset_of, find_row, require_built
+from datasets_build.formats.built import BuiltDatasetError, dataset_of, find_row, read_build_record, require_built
 from datasets_build.motion.specs import SPECS
 from datasets_build.viz.plots import plot_stats
 from datasets_build.viz.skeleton import FrameSpan, render_motion
@@ -20,7 +21,7 @@ def open_build(built: Path) -> tuple[datasets.DatasetDict, str]:
     return ds, dataset_of(built, ds)
 
 
-def show(built: Path, motion_id: str, out: Path, annotation: int | None = None) -> str:
+def show(built: Path, motion_id: str, out: Path, annotation: int | None = None, progress: bool = False) -> str:
     """Render one motion (or one annotation's frame range) to `out`; returns a one-line summary."""
     ds, dataset = open_build(built)
     split, row = find_row(ds, built, motion_id)
@@ -38,8 +39,9 @@ def show(built: Path, motion_id: str, out: Path, annotation: int | None = None) 
     else:
         title = annotations[0]["caption"] if annotations else motion_id
     segments = _segments(row, annotation, start)
+    truth = [b - start for b in _true_boundaries(built, motion_id) if start < b < end]
     render_motion(joints[start:end], dataset, out, f"{motion_id} ({split}): {title}", float(row["fps"]),
-                  segments, frame_offset=start)
+                  segments, frame_offset=start, truth=truth if segments else (), progress=progress)
     lines = [f"wrote {out}: {motion_id} ({split}), frames {start}-{end} of {len(joints)}"]
     if annotation is not None and row.get("subtexts"):
         subtexts = row["subtexts"][annotation]
@@ -55,6 +57,20 @@ def _segments(row: dict, annotation: int | None, start: int) -> list[FrameSpan]:
         return []
     found = row["segmentation"][annotation]["segments"] or []
     return [FrameSpan(int(s["start_frame"]) - start, int(s["end_frame"]) - start, s.get("text", "")) for s in found]
+
+
+def _true_boundaries(built: Path, motion_id: str) -> list[int]:
+    """Frames where one action ends and the next begins, from the `segments.jsonl` of a sample
+    release the build was made from (no other release has them)."""
+    source = (read_build_record(built) or {}).get("source")
+    path = Path(source) / "segments.jsonl" if source else None
+    if path is None or not path.is_file():
+        return []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        if entry.get("id") == motion_id:
+            return [int(s["start_frame"]) for s in entry["segments"][1:]]
+    return []
 
 
 def stats(built: Path, out: Path) -> str:

@@ -21,6 +21,9 @@ def pyplot():
     return plt
 
 
+REFERENCE_LENGTH_FRAMES = (40, 200)  # the reference loaders' length filter, marked on the length plots
+
+
 def plot_stats(splits: dict[str, dict[str, list]], fps: float, title: str, out: Path) -> list[Path]:
     """Histograms per split of motion length (s), caption length (words) and annotations per
     motion; `splits[name]` holds the columns `length` and `annotations`. Returns the files."""
@@ -43,6 +46,9 @@ def plot_stats(splits: dict[str, dict[str, list]], fps: float, title: str, out: 
                 bins = np.arange(values.min(), values.max() + 2) - 0.5 if integer and np.ptp(values) < 60 else 30
                 ax.hist(values, bins=bins, color="#1f77b4")
                 ax.axvline(float(np.mean(values)), color="#d62728", linestyle="--", linewidth=1)
+                if name == "motion_length":  # the reference loaders keep 40 <= frames < 200
+                    for frames in REFERENCE_LENGTH_FRAMES:
+                        ax.axvline(frames / fps, color="black", linestyle=":", linewidth=1)
                 ax.set_title(f"{split}: n={len(values):,}, mean {np.mean(values):.1f}, median {np.median(values):.1f}",
                              fontsize=9)
             else:
