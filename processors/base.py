@@ -76,6 +76,11 @@ class Step:
             if callable(close):
                 close()
 
+    def progress_label(self, what: str) -> str | None:
+        """The label of a progress bar over long work inside this step, or None when the build runs
+        quietly (the builder says which before it runs the step)."""
+        return None if self.__dict__.get("_quiet", False) else f"{self.name}: {what}"
+
     def resource(self, name: str, make: Callable[[], Any]) -> Any:
         """A client or model of this worker: made once (by `setup()`, or on first use when the step is
         called directly, as in a test), closed by `teardown()`, and never pickled or copied."""
@@ -85,7 +90,7 @@ class Step:
         return resources[name]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_resources"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_resources", "_quiet")}
 
 
 @dataclasses.dataclass(frozen=True)

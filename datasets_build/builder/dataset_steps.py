@@ -24,6 +24,7 @@ def run_steps(config: BuildConfig, out: Path, cache: Path, features: Features, f
         if missing:
             raise ProcessorError(f"step {step.name!r} reads columns {missing}, which the splits do not have")
         step.counters.clear()
+        step.__dict__["_quiet"] = not config.progress  # read by Step.progress_label (not configuration)
         step.setup()
         try:
             added = step.run(splits, out / step.name, cache / step.name)

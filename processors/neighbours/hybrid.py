@@ -45,12 +45,13 @@ def hybrid_topk(query_features: np.ndarray, query_lengths: np.ndarray, db_featur
                 query_groups: np.ndarray | None = None, db_groups: np.ndarray | None = None,
                 skip_equal_length: bool | np.ndarray = False, backend: str = "torch",
                 device: str | None = None, block_size: int | None = None,
-                max_block_bytes: int = 256 << 20) -> tuple[np.ndarray, np.ndarray]:
+                max_block_bytes: int = 256 << 20, progress: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k database rows per query by the hybrid score.
 
     query_groups: (Q,) or (Q, E) int codes; a query never retrieves a database row whose
     `db_groups` code is one of its own (-1 = no code). skip_equal_length: bool, or (Q,) bool per
-    query: drop candidates whose length equals the query's (the reference's rule).
+    query: drop candidates whose length equals the query's (the reference's rule). `progress`: the
+    label of a progress bar over the query blocks (torch backend), or None for none.
     Returns indices (Q, k) int64 into the database (-1 where fewer than k candidates) and scores
     (Q, k) float32 (-inf there), best first.
     """
@@ -71,7 +72,7 @@ def hybrid_topk(query_features: np.ndarray, query_lengths: np.ndarray, db_featur
     if backend != "torch":
         raise ValueError(f"unknown backend {backend!r}: 'torch' (exact, blocked) or 'faiss'")
     return _torch_topk(q, ql, d, dl, k, lam, groups, None if db_groups is None else np.asarray(db_groups),
-                       skip, device, block_size, max_block_bytes)
+                       skip, device, block_size, max_block_bytes, progress)
 
 
 def length_weights(query_lengths: np.ndarray, db_lengths: np.ndarray, lam: float) -> np.ndarray:
@@ -125,8 +126,9 @@ def _exclusion_pairs(groups: np.ndarray, db_groups: np.ndarray, position: np.nda
     return rows_all[by_row], cols_all[by_row]
 
 
-def _torch_topk(q, ql, d, dl, k, lam, groups, db_groups, skip, device, block_size, max_block_bytes):
+def _torch_topk(q, ql, d, dl, k, lam, groups, db_groups, skip, device, block_size, max_block_bytes, progress):
     import torch
+    from tqdm.auto import tqdm
 
     device = pick_device(device)
     n = len(d)
@@ -149,7 +151,7 @@ def _torch_topk(q, ql, d, dl, k, lam, groups, db_groups, skip, device, block_siz
     block = block_size or max(1, min(len(q), max_block_bytes // (4 * n)))
     kk = min(k, n)
     with torch.inference_mode():
-        for b0 in range(0, len(q), block):
+        for b0 in tqdm(range(0, len(q), block), desc=progress, unit=" blocks", leave=False, disable=progress is None):
             b1 = min(b0 + block, len(q))
             s = torch.from_numpy(qs[b0:b1]).to(device) @ db.T
             run_keys = np.stack([qls[b0:b1], skips[b0:b1]], 1)
@@ -273,20 +275,21 @@ class RetrievalNeighbours(DatasetStep):
     def inputs(self) -> tuple[str, ...]:  # type: ignore[override]
         return ("id", "annotations", self.column)
 
-    def neighbours(self, queries: Annotations, db: Annotations, training: bool) -> tuple[np.ndarray, np.ndarray]:
+    def neighbours(self, queries: Annotations, db: Annotations, training: bool,
+                   label: str = "search") -> tuple[np.ndarray, np.ndarray]:
         groups, db_groups = (None, None) if self.reference_mode else motion_groups(
             queries.ids, db.ids, self.exclude_mirror)
         return hybrid_topk(queries.features, queries.lengths, db.features, db.lengths, self.k, self.lam,
                            query_groups=groups, db_groups=db_groups,
                            skip_equal_length=self.reference_mode and training,
-                           backend=self.backend, device=self.device)
+                           backend=self.backend, device=self.device, progress=self.progress_label(label))
 
     def run(self, splits: DatasetDict, folder: Path, cache: Path) -> None:
         db = training_annotations(splits, self.column, self.name)
         out = {}
         for split, data in splits.items():
             queries = db if split == "train" else read_annotations(data, self.column, split)
-            idx, scores = self.neighbours(queries, db, split == "train")
+            idx, scores = self.neighbours(queries, db, split == "train", f"{split} neighbours")
             found = idx >= 0
             self.counters["queries"] += len(idx)
             self.counters["short_lists"] += int((~found).any(axis=1).sum())

@@ -46,7 +46,7 @@ class Rareness(DatasetStep):
         for split in [s for s in self.eval_splits if s in splits]:
             queries = read_annotations(splits[split], self.column, split)
             idx, cos = hybrid_topk(queries.features, queries.lengths, db.features, db.lengths, 1, 0.0,
-                                   device=self.device)
+                                   device=self.device, progress=self.progress_label(f"{split} nearest captions"))
             values[split] = np.clip(1.0 - cos[:, 0], 0.0, 2.0).astype(np.float32)
             j = idx[:, 0]
             out[split] = Dataset.from_dict({
