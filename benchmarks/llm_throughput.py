@@ -4,7 +4,9 @@
 
 1. 5,000 captions, concurrency 64: requests per second of the engine alone, and of the
    fine-steps processor fed in batches of 256 motions (3 captions each) as an LLM recipe feeds it,
-   against the server's capacity (concurrency / latency = 640 requests/s).
+   against the server's capacity (concurrency / latency = 640 requests/s). The processor's
+   requests carry its constraint (a JSON schema: the loopback server plays a compatible server
+   that honours it), and every answer is compared with it and checked.
 2. Warm cache: 44,970 captions (HumanML3D's count) whose answers are all cached, through the
    fine-steps processor (cache look-ups, checks, output rows): wall time, no request sent.
 The server runs in its own process so that it does not share the client's interpreter.
@@ -21,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from chat_server import ChatServer, fine_answer  # noqa: E402
+from chat_server import ChatServer, fine_json_answer  # noqa: E402
 from datasets_build.llm.engine import ChatRequest, ChatResult, LLMConfig, LLMEngine  # noqa: E402
 from processors.llm.fine_steps import FineSteps  # noqa: E402
 from prompts import load_prompt  # noqa: E402
@@ -46,7 +48,7 @@ def _batches(captions: list[str], per_row: int = 3, rows: int = 256):
 
 
 def main() -> None:
-    prompt = load_prompt("fine_steps.v1")
+    prompt = load_prompt(FineSteps.prompt)
     parent, child = multiprocessing.Pipe()
     server = multiprocessing.Process(target=_serve, args=(LATENCY, child), daemon=True)
     server.start()
@@ -81,7 +83,7 @@ def main() -> None:
         for batch in _batches(captions, rows=2000):
             for request in warm.first_requests(batch):
                 engine.cache.put(request.key(warm.llm), request, warm.llm,
-                                 ChatResult(fine_answer(request.messages[-1][1].rsplit("Caption:", 1)[-1].strip())))
+                                 ChatResult(fine_json_answer(request.messages[-1][1].rsplit("Caption:", 1)[-1].strip())))
         started = time.perf_counter()
         checked = 0
         for batch in _batches(captions):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from datasets import Dataset, DatasetDict, Features
 
@@ -75,6 +75,10 @@ class Step:
             close = getattr(resource, "close", None)
             if callable(close):
                 close()
+
+    def describe(self, counters: Mapping[str, int]) -> str:
+        """This step's lines in the run summary (its counters; a step may say more)."""
+        return f"{self.name}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counters.items()))
 
     def progress_label(self, what: str) -> str | None:
         """The label of a progress bar over long work inside this step, or None when the build runs

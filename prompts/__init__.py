@@ -1,16 +1,19 @@
 """Versioned LLM prompt templates: `<task>.v<N>.txt`, loaded with `load_prompt`.
 
 A template file starts with `version: <task>.v<N>`, then `=== system ===` and `=== user ===`
-sections; the user section holds `{placeholders}`. The version is part of every LLM cache key:
-editing a prompt means a new file and version, never a silent reuse of old answers.
+sections; the user section holds `{placeholders}` (only the names given to `messages` are
+replaced, so other braces, e.g. a JSON example, stay as written). The version is part of every
+LLM cache key: editing a prompt means a new file and version, never a silent reuse of old answers.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 FOLDER = Path(__file__).resolve().parent
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class Prompt:
 
     def messages(self, **values: str) -> list[dict[str, str]]:
         return [{"role": "system", "content": self.system},
-                {"role": "user", "content": self.user.format(**values)}]
+                {"role": "user", "content": _PLACEHOLDER.sub(lambda m: values.get(m[1], m[0]), self.user)}]
 
 
 def load_prompt(version: str) -> Prompt:

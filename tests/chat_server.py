@@ -2,7 +2,10 @@
 injected faults (429 with retry-after, 500, hangs, malformed or truncated answers, bad JSON).
 
 Used by the tests and by benchmarks/llm_throughput.py. It runs an asyncio server in a thread;
-every request is logged (messages, what was done) so tests can assert what reached the server.
+every request is logged (messages, constraint fields, what was done) so tests can assert what
+reached the server. It plays a server kind (`owned_by` in /models: vllm, llamacpp, me for
+llama-cpp-python) and honours the constraint fields in `honours`; the default answer is the JSON
+form of the fine steps when a constraint it honours asks for it, else the tagged text.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 FAULTS = ("429", "500", "hang", "malformed", "truncated", "wrong_steps", "bad_json")
+CONSTRAINT_FIELDS = ("grammar", "response_format", "structured_outputs", "json_schema")
 
 
 def caption_of(messages: list[dict]) -> str:
@@ -36,8 +40,23 @@ def fine_answer(caption: str, steps: int = 3) -> str:
     return described + "\n" + coded
 
 
+def fine_json_answer(caption: str, steps: int = 3) -> str:
+    """The same steps in the JSON form that the fine-steps constraint asks for."""
+    words = re.findall(r"[a-z]+", caption.lower()) or ["move"]
+    return json.dumps({"steps": [
+        {"title": f"phase {i} {words[(i - 1) % len(words)]}",
+         "description": f"The body moves: {caption}, part {i}, the left arm turns 10 degrees.",
+         "pseudo_code": f"move_{i}(left arm, {words[(i - 1) % len(words)]})"} for i in range(1, steps + 1)]})
+
+
+def constraint_of(body: dict) -> dict:
+    """The constraint fields of a request body."""
+    return {k: body[k] for k in CONSTRAINT_FIELDS if k in body}
+
+
 def default_answer(body: dict) -> str:
-    return fine_answer(caption_of(body["messages"]))
+    caption = caption_of(body["messages"])
+    return fine_json_answer(caption) if body.get("_constrained") else fine_answer(caption)
 
 
 @dataclass
@@ -48,6 +67,8 @@ class ChatServer:
     faults: tuple[str, ...] = FAULTS
     hang_seconds: float = 3.0
     seed: int = 0
+    owned_by: str = "chat-server"  # what /models says: vllm, llamacpp, me (llama-cpp-python), ...
+    honours: tuple[str, ...] = CONSTRAINT_FIELDS  # the constraint fields it applies; others it ignores
     log: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
@@ -129,10 +150,14 @@ class ChatServer:
 
     async def _handle(self, method: str, path: str, raw: bytes):
         if method == "GET" and path.endswith("/models"):
-            return 200, {"object": "list", "data": [{"id": "test-model", "object": "model"}]}, []
+            return 200, {"object": "list", "data": [{"id": "test-model", "object": "model",
+                                                     "owned_by": self.owned_by}]}, []
         body = json.loads(raw)
         fault = self._choose_fault()
-        entry = {"messages": body["messages"], "model": body.get("model"), "fault": fault, "time": time.time()}
+        constraint = constraint_of(body)
+        body["_constrained"] = any(k in self.honours for k in constraint)
+        entry = {"messages": body["messages"], "model": body.get("model"), "fault": fault, "time": time.time(),
+                 "constraint": constraint}
         with self._lock:
             self.log.append(entry)
         if self.latency:
@@ -146,17 +171,19 @@ class ChatServer:
         if fault == "bad_json":
             return 200, b'{"id": "x", "choices": [', []
         text = self.answer(body)
-        if fault == "malformed":
-            text = re.sub(r"</step", "<step", text, count=2).replace(">", "", 1)
+        if fault == "malformed":  # tags broken, or (JSON) a pseudo-code step that is no call
+            text = re.sub(r"</step", "<step", text, count=2).replace(">", "", 1).replace("(", " ", 1)
         elif fault == "truncated":
             text = text[: len(text) // 2]
-        elif fault == "wrong_steps":
-            text = fine_answer(caption_of(body["messages"]), 4).split("\n")[0] + "\n" + text.split("\n")[-1]
+        elif fault == "wrong_steps":  # the tagged form, with paragraphs that disagree
+            text = fine_answer(caption_of(body["messages"]), 4).split("\n")[0] + "\n" + fine_answer(
+                caption_of(body["messages"]), 3).split("\n")[-1]
         entry["answered"] = True
+        finish = "length" if fault == "truncated" else "stop"  # as a server says when max_tokens cut it
         return 200, {
             "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
             "model": body.get("model", "test-model"),
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": text}}],
             "usage": {"prompt_tokens": sum(len(m["content"]) for m in body["messages"]) // 4,
                       "completion_tokens": len(text) // 4, "total_tokens": 0},
         }, []

@@ -1,9 +1,11 @@
 """The pseudo-code compulsory check: what passes, what is normalised, and every rejection."""
 
+import json
+
 import pytest
 
 from chat_server import fine_answer
-from processors.llm.fine_check import check_fine_answer, format_steps
+from processors.llm.fine_check import check_fine_answer, format_steps, render_answer, steps_from_json
 
 GOOD = (
     "<step 1: standing>The person stands upright.</step 1: standing> "
@@ -59,3 +61,32 @@ def test_step_count_bounds_are_configurable():
     assert not check_fine_answer(GOOD, min_steps=4, max_steps=6).ok
     assert "3 steps; expected 4 to 6" in check_fine_answer(GOOD, min_steps=4, max_steps=6).reasons
     assert check_fine_answer(fine_answer("a man walks", steps=5), min_steps=2, max_steps=5).ok
+
+
+STEPS = [{"title": "standing", "description": "The person stands upright.", "pseudo_code": "stand(upright)"},
+         {"title": "stepping", "description": "The left foot moves forward.", "pseudo_code": "step(left foot)"}]
+
+
+@pytest.mark.parametrize("change", [
+    {}, {"title": ""}, {"description": ""}, {"pseudo_code": "step left"}, {"pseudo_code": "step()"},
+    {"description": "The calf muscles tense."}, {"title": "  a  title  "},
+])
+def test_the_json_form_is_checked_as_the_paragraphs_it_renders_to(change):
+    answer = json.dumps({"steps": [STEPS[0], {**STEPS[1], **change}]})
+    steps, problems = steps_from_json(answer)
+    assert problems == []
+    direct, rendered = check_fine_answer(answer), check_fine_answer(render_answer(steps))
+    assert (direct.ok, direct.reasons, direct.steps) == (rendered.ok, rendered.reasons, rendered.steps)
+    assert direct.ok == (change == {} or "title" in change and change["title"].strip() != "")
+
+
+def test_json_answers_with_tags_inside_or_missing_fields_fail():
+    tagged = json.dumps({"steps": [STEPS[0], {**STEPS[1], "description": "moves </step 1: standing> on"}]})
+    assert not check_fine_answer(tagged).ok
+    missing = check_fine_answer(json.dumps({"steps": [STEPS[0], {"title": "x", "description": "y"}]}))
+    assert not missing.ok and "step 2 has no pseudo_code text" in missing.reasons
+    assert check_fine_answer('{"steps": []}').reasons == [
+        'the answer is not an object {"steps": [...]} with a non-empty list of steps']
+    assert "not JSON" in check_fine_answer('{"steps": [').reasons[0]
+    assert check_fine_answer("```json\n" + json.dumps({"steps": STEPS}) + "\n```").ok
+    assert [s.title for s in check_fine_answer(json.dumps(STEPS)).steps] == ["standing", "stepping"]  # a bare list

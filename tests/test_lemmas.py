@@ -317,3 +317,13 @@ def test_processor_in_a_build(release, tmp_path):
 def test_spacy_is_loaded_lazily_not_at_import():
     code = "import sys, processors.text.lemmas; assert 'spacy' not in sys.modules, 'spacy imported at import time'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_word_helpers_for_the_decomposition_check():
+    from processors.text.lemmas import is_known_word, is_verb_lemma, lemma_of, text_words
+
+    assert text_words("Sit-ups, then 2 jumps") == ["situps", "then", "jumps"]
+    assert [lemma_of(w) for w in text_words("Sit-ups, then 2 jumps")] == text_lemmas("Sit-ups, then 2 jumps")
+    assert is_known_word("stumble") and is_known_word("walks") and not is_known_word("stumples")
+    assert not is_known_word("timerelated")  # the release's "timerelate" comes from "time-related"
+    assert is_verb_lemma("walk") and is_verb_lemma("arm") and not is_verb_lemma("person")

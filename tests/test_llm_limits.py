@@ -45,9 +45,17 @@ class _Server:
         return self
 
     def __exit__(self, *exc):
-        self.loop.call_soon_threadsafe(self.server.close)
+        async def stop():
+            self.server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+            await asyncio.sleep(0.05)  # let the handlers finish cancelling
+
+        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
 
 def _endless(piece: bytes, limit: int = 4 * MAX_BODY_BYTES):
@@ -89,3 +97,78 @@ def test_an_oversized_answer_fails_the_request(case, kind):
 
 def test_the_cap_is_an_error_the_engine_reports():
     assert issubclass(ResponseTooLarge, transport.TRANSPORT_ERRORS)
+
+
+class _EchoServer(_Server):
+    """Answers with `respond(request_head) -> raw HTTP response bytes`."""
+
+    def __init__(self, respond):
+        super().__init__(b"", lambda: [])
+        self.respond = respond
+
+    async def _handle(self, reader, writer):
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length")), b"0"))
+                await reader.readexactly(length)
+                writer.write(self.respond(head.decode("latin-1")))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _http(status: str, body: str, *headers: str) -> bytes:
+    data = body.encode()
+    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(data)}", "Content-Type: application/json", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+def _engine(server, tmp_path, **config):
+    from datasets_build.llm.engine import LLMConfig, LLMEngine
+
+    return LLMEngine(LLMConfig(model="m", base_url=f"http://127.0.0.1:{server.port}/v1", concurrency=1,
+                               cache_path=str(tmp_path / "llm.sqlite"), **config))
+
+
+def test_a_long_retry_after_fails_the_request_instead_of_stalling(tmp_path):
+    import time
+
+    from datasets_build.llm.engine import ChatRequest
+
+    for wait in ("3600", "inf"):
+        with _EchoServer(lambda head: _http("429 Too Many Requests", "{}", f"Retry-After: {wait}")) as server:
+            started = time.perf_counter()
+            engine = _engine(server, tmp_path, max_retries=3)
+            result = engine.run([ChatRequest((("user", "hi"),), "v1")])[0]
+            engine.close()
+        assert time.perf_counter() - started < 10
+        assert result.text is None and "over the 60 s limit" in result.error
+
+
+def test_an_echoed_api_key_is_cut_from_errors_and_answers(tmp_path, monkeypatch):
+    import json
+
+    from datasets_build.llm.engine import ChatRequest
+
+    key = "sk-test-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+
+    def echo(head):
+        auth = next(line for line in head.split("\r\n") if line.lower().startswith("authorization"))
+        return _http("200 OK", json.dumps({"choices": [{"message": {"content": f"you sent {auth}"}}]}))
+
+    with _EchoServer(echo) as server:
+        engine = _engine(server, tmp_path, max_retries=0)
+        answer = engine.run([ChatRequest((("user", "hi"),), "v1")])[0]
+        engine.close()
+    assert key not in answer.text and "<redacted>" in answer.text
+    assert key.encode() not in (tmp_path / "llm.sqlite").read_bytes()
+    with _EchoServer(lambda head: _http("401 Unauthorized", f"bad key: {head}")) as server:
+        engine = _engine(server, tmp_path / "b", max_retries=0)
+        failed = engine.run([ChatRequest((("user", "hi"),), "v1")])[0]
+        engine.close()
+    assert failed.text is None and key not in failed.error and "<redacted>" in failed.error

@@ -109,7 +109,8 @@ def rejected_by_reason(rejections: list[Rejection]) -> dict[str, int]:
     return dict(sorted(Counter(f"{r.reason} ({r.level})" for r in rejections).items()))
 
 
-def summary(result: BuildResult) -> str:
+def summary(result: BuildResult, steps: tuple = ()) -> str:
+    """The run summary; `steps` (the build's processors and dataset steps) describe their counters."""
     if result.skipped:
         return (f"{result.out} is up to date (same recipe, processors and source files as its last build); "
                 "nothing to do. Pass --overwrite to rebuild anyway.")
@@ -126,8 +127,11 @@ def summary(result: BuildResult) -> str:
         lines += [f"    {reason}: {count:,}" for reason, count in by_reason.items()]
     else:
         lines.append("  rejected: none")
+    by_name = {step.name: step for step in steps}
     for name, counters in result.counters.items():
-        lines.append(f"  {name}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counters.items())))
+        text = by_name[name].describe(counters) if name in by_name else \
+            f"{name}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(counters.items()))
+        lines.append("  " + text.replace("\n", "\n  "))
     if result.unfinished_rows:
         lines.append(f"  INCOMPLETE: {result.unfinished_rows:,} rows hold provisional outputs (e.g. LLM requests that "
                      "got no answer); run the same command again to redo only those (answers received are cached)")

@@ -202,7 +202,8 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
         progress=not args.quiet, command="python -m datasets_build " + shlex.join(redact_argv(argv)),
         source_note=source_note)
     if not recipe.uses_llm:
-        return _report(build(recipe.config(source, args.out, options, **build_settings)))
+        config = recipe.config(source, args.out, options, **build_settings)
+        return _report(build(config), config)
     previewing = args.dry_run or bool(args.llm_batch_export)  # nothing is sent: no server, no segmentation
     if previewing and hasattr(options, "segmentation"):
         options = dataclasses.replace(options, segmentation=dataclasses.replace(options.segmentation,
@@ -218,12 +219,12 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
         if args.llm_batch_export:
             print(batch_export(config, asking, args.llm_batch_export))
             return 0
-        return _report(build(config))
+        return _report(build(config), config)
 
 
-def _report(result: BuildResult) -> int:
+def _report(result: BuildResult, config: BuildConfig) -> int:
     """Print the summary; exit status 3 when rows are provisional (the build must be run again)."""
-    print(summary(result))
+    print(summary(result, config.processors + config.steps))
     return 3 if not result.skipped and result.unfinished_rows else 0
 
 

@@ -5,12 +5,14 @@ is written once, here. Field names are the flags' names (`llm_model` is `--llm-m
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from datasets_build.core.flags import option
 from datasets_build.llm.engine import LLMConfig
 from datasets_build.llm.local_server import LOCAL_MODEL
+from datasets_build.llm.structured import detect_server
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,13 @@ class LLMOptions:
                                        metavar="SECONDS")
     llm_max_retries: int = option(6, "retries of a failed request (following retry-after)", metavar="N")
     max_attempts: int = option(3, "answers per caption before it is kept as failed (re-asked with the reasons)", metavar="N", positive=True)
+    llm_structured: Literal["auto", "grammar", "json-schema", "off"] = option(
+        "auto", "constrained decoding of the answers' form: a GBNF grammar (llama.cpp; vLLM's structured_outputs), "
+                "a JSON schema (OpenAI's strict response_format; vLLM; llama.cpp), or off; auto: grammar for "
+                "llama.cpp, json-schema elsewhere")
+    llm_server: Literal["auto", "openai", "vllm", "llama.cpp", "compatible"] = option(
+        "auto", "the kind of server, which decides how the constraint is sent; auto: llama.cpp with --llm local, "
+                "OpenAI without a base URL, else asked from the server's /models (compatible when unknown)")
 
     def config(self, out: str | Path) -> LLMConfig:
         """The engine's configuration, with the answer cache in the build's cache folder."""
@@ -43,11 +52,16 @@ class LLMOptions:
         def pick(value, api_default, local_default):
             return value if value is not None else (local_default if local else api_default)
 
+        server = self.llm_server  # auto: --llm local runs llama.cpp; an endpoint is asked what it is
+        if server == "auto":
+            server = "llama.cpp" if local else detect_server(self.llm_base_url or os.environ.get("OPENAI_BASE_URL"),
+                                                             self.llm_api_key or os.environ.get("OPENAI_API_KEY"))
         return LLMConfig(model=self.llm_model or (LOCAL_MODEL if local else "gpt-4o-mini"),
                          base_url=self.llm_base_url, temperature=self.llm_temperature, seed=self.llm_seed,
                          max_tokens=pick(self.llm_max_tokens, 1024, 600), concurrency=pick(self.llm_concurrency, 16, 1),
                          timeout=pick(self.llm_timeout, 120.0, 900.0), max_retries=self.llm_max_retries,
-                         cache_path=str(Path(out) / ".cache" / "llm.sqlite"))
+                         cache_path=str(Path(out) / ".cache" / "llm.sqlite"), structured=self.llm_structured,
+                         server=server)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +76,8 @@ class TextFeatureOptions:
         None, "local CLIP ViT-B-32 weights (open_clip .bin/.safetensors or OpenAI's ViT-B-32.pt); without it "
               "open_clip downloads the 'openai' weights, which needs internet", metavar="FILE")
     token_features: bool = option(False, "also store the token sequence (CLIP: 77 x 512 float16)", negatable=True)
-    device: str | None = option(None, "cuda or cpu (default: cuda when available)")
+    device: str | None = option(None, "cuda or cpu for the text encoder (default: cuda when available)",
+                                flag="--text-device", aliases=("--device",))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Per annotation: ask with the versioned prompt (`prompts/decompose.v1.txt`), check the answer
 (`decompose_check`: a JSON list, the caption's own words and order, no action left out or
-invented), re-ask with the reasons until it passes or `max_attempts` is spent. Failed rows keep
+invented; the list is asked with constrained decoding where the server supports it), re-ask with
+the reasons until it passes or `max_attempts` is spent. Failed rows keep
 their last answer, sub-texts and reasons. Mirrored motions ask their un-mirrored caption (the
 base's request, from the cache) and swap left and right in the sub-texts.
 """
@@ -16,7 +17,10 @@ from datasets import Features, List, Value
 
 from datasets_build.motion.captions import mirror_text
 from processors.base import Batch
-from processors.llm.decompose_check import DecompositionCheck, check_decomposition
+from datasets_build.llm.structured import Constraint
+from processors.llm.caption_actions import CaptionWords
+from processors.llm.caption_actions import caption_words as words_of
+from processors.llm.decompose_check import DecompositionCheck, check_decomposition, subtexts_constraint
 from processors.llm.ask import Ask, LLMProcessor, answer_features, regroup
 
 # the sub-texts in time order (the last answer's, even when it failed its check)
@@ -25,48 +29,46 @@ REASK = ("Your answer was rejected: {reasons}. Answer again with only a JSON lis
          "caption's actions in time order, in its own words.")
 
 
-def caption_words(annotation: dict[str, Any], mirrored: bool) -> tuple[list[str], list[str] | None]:
-    """(lemmas, verb lemmas or None) of the caption the LLM was asked about: the release's
-    `word/POS` tokens when present (swapped back for a derived mirror), else the untagged text."""
-    from processors.text.lemmas import has_tags, tagged_lemmas, text_lemmas
-
-    caption = mirror_text(annotation["caption"]) if mirrored else annotation["caption"]
-    if not has_tags(annotation):
-        return text_lemmas(caption), None
-    tokens, pos = list(annotation["tokens"]), list(annotation["pos"])
-    if mirrored:
-        tokens = [mirror_text(token) for token in tokens]
-    verbs = [t for t, p in zip(tokens, pos) if p == "VERB"]
-    lemmas = tagged_lemmas(tokens, pos)
-    # Sub-texts are lemmatized without tags: where the lookup lemma of a caption word differs,
-    # it counts as the caption's too (appended, so that the tagged order stays intact).
-    known = set(lemmas)
-    return lemmas + [w for w in dict.fromkeys(text_lemmas(caption)) if w not in known], \
-        tagged_lemmas(verbs, ["VERB"] * len(verbs))
+def caption_words(annotation: dict[str, Any], mirrored: bool) -> CaptionWords:
+    """The words and actions of the caption the LLM was asked about: with the release's `word/POS`
+    tokens when present (swapped back for a derived mirror), else of the untagged text."""
+    if not mirrored:
+        return words_of(annotation["caption"], annotation)
+    tokens = [mirror_text(token) for token in annotation.get("tokens") or []]
+    return words_of(mirror_text(annotation["caption"]), {**annotation, "tokens": tokens})
 
 
 @dataclasses.dataclass(frozen=True)
 class Decompose(LLMProcessor):
     name: ClassVar[str] = "decompose"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"  # 2: JSON-list constraint; the check's fixes (lemma artefacts, light verbs, order)
+    cites: ClassVar[tuple[str, ...]] = ("mate",)
     inputs: ClassVar[tuple[str, ...]] = ("mirrored", "annotations")
     outputs: ClassVar[Features] = Features({"subtexts": List(SUBTEXTS)})
     requires: ClassVar[tuple[str, ...]] = ("openai", "spacy")
     extra: ClassVar[str] = "all"
     reask: ClassVar[str] = REASK
-    card_note: ClassVar[str] = (
+    note: ClassVar[str] = (
         "Sub-texts: `subtexts` splits each caption, by an LLM, into N >= 1 sub-texts in time order (a JSON "
         "list). The check rejects anything but a list of non-empty strings, too many sub-texts, words that are "
-        "not the caption's (pronoun resolution and connectives aside: no invented action), a changed order, a "
-        "tagged caption verb left out, and more than one sub-text for a one-verb caption; a failed answer is "
-        "asked again with the reasons. `status` is checked, failed (the last answer and its reasons are kept) or "
-        "error (no answer); mirrored motions take their base caption's answer with left and right swapped.")
+        "not the caption's (compared by lemma stem, so release artefacts, corrected typos and split or joined "
+        "compounds count as the caption's; pronoun resolution, connectives and light-verb swaps aside: no "
+        "invented action), an action of the caption left out (its verbs, from the release's tags or, for "
+        "untagged text, the words that read as verbs; a light verb is kept with its noun, 'makes a right turn' "
+        "-> 'turns right'; participles that only describe a pose or a noun, 'the standing person', 'a flying "
+        "kick', are no action), sub-texts out of the caption's order (anchored on the actions they name), a "
+        "direction swapped between parts of the caption, and more than one sub-text for a one-action caption; "
+        "a failed answer is asked again with the reasons. `status` is checked, failed (the last answer and its "
+        "reasons are kept) or error (no answer); mirrored motions take their base caption's answer with left "
+        "and right swapped.")
     prompt: str = "decompose.v1"
     max_subtexts: int = 8
 
+    def constraint(self) -> Constraint:
+        return subtexts_constraint(self.max_subtexts)
+
     def check(self, ask: Ask, answer: str) -> DecompositionCheck:
-        lemmas, verbs = caption_words(ask.annotation, ask.mirrored)
-        return check_decomposition(answer, lemmas, verbs, self.max_subtexts)
+        return check_decomposition(answer, caption_words(ask.annotation, ask.mirrored), self.max_subtexts)
 
     def __call__(self, batch: Batch) -> Batch:
         asks, prompt_version = self.ask(batch)

@@ -1,22 +1,36 @@
 """The pseudo-code compulsory check of FineHumanML3D answers (pure: text in, verdict out).
 
-An answer has two paragraphs of numbered, titled steps:
+The published form has two paragraphs of numbered, titled steps:
 
     <step 1: standing>The person stands upright ...</step 1: standing> <step 2: ...>...</step 2: ...>
     <step 1: standing>stand(upright, arms down)</step 1: standing> <step 2: ...>...</step 2: ...>
 
-Small tag slips that even the published answers have (`</step 2:taking a step>`, a closing tag
-without `/`, spacing, case) are normalised; what is really inconsistent is rejected with reasons.
+The LLM is asked for the same steps as one JSON object (`FINE_STEPS_FORM`), which constrained
+decoding can enforce and which makes the two paragraphs agree by construction:
+
+    {"steps": [{"title": "standing", "description": "The person ...", "pseudo_code": "stand(upright)"}, ...]}
+
+`check_fine_answer` renders such an answer into the tagged form and checks that, so both kinds of
+answer go through one check. Small tag slips that even the published answers have
+(`</step 2:taking a step>`, a closing tag without `/`, spacing, case) are normalised; what is
+really inconsistent is rejected with reasons.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from dataclasses import dataclass, field
+from typing import Any
+
+from datasets_build.llm.structured import Constraint
 
 _TAG = re.compile(r"<\s*(/?)\s*step\s*(\d+)\s*:\s*([^<>]*?)\s*>", re.IGNORECASE)
 _CALL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\s*\((.*)\)\s*[.;]?$", re.DOTALL)
 _MUSCLE = re.compile(r"\bmuscl\w*|\bmuscular\b", re.IGNORECASE)
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+FIELDS = ("title", "description", "pseudo_code")
 
 
 @dataclass(frozen=True)
@@ -74,8 +88,73 @@ def _paragraphs(blocks: list[tuple[int, str, str]]) -> list[list[tuple[int, str,
     return paragraphs
 
 
+@functools.lru_cache(maxsize=8)
+def fine_steps_constraint(min_steps: int = 2, max_steps: int = 8) -> Constraint:
+    """The JSON answer form: `min_steps` to `max_steps` steps, each a title (letters first), a
+    description without tags or line breaks, and one call `name(arguments)`. The grammar also
+    bounds the lengths (a small model otherwise writes until its token limit)."""
+    title, description = r"^[A-Za-z][A-Za-z0-9 ,'-]*$", r"^[^<>\n]*[^<>\n ][^<>\n]*$"
+    call = r"^[a-z][a-z0-9_]*\([^<>()\n]*[^<>()\n ][^<>()\n]*\)$"
+    step = {"type": "object", "additionalProperties": False, "required": list(FIELDS),
+            "properties": {"title": {"type": "string", "pattern": title},
+                           "description": {"type": "string", "pattern": description},
+                           "pseudo_code": {"type": "string", "pattern": call}}}
+    schema = {"type": "object", "additionalProperties": False, "required": ["steps"], "properties": {
+        "steps": {"type": "array", "minItems": min_steps, "maxItems": max_steps, "items": step}}}
+    grammar = rf"""
+root ::= "{{" ws "\"steps\":" ws "[" ws step ("," ws step){{{min_steps - 1},{max_steps - 1}}} ws "]" ws "}}"
+step ::= "{{" ws "\"title\":" ws title "," ws "\"description\":" ws description "," ws "\"pseudo_code\":" ws call ws "}}"
+title ::= "\"" [a-zA-Z] [a-zA-Z0-9 ,'-]{{0,39}} "\""
+description ::= "\"" [^"\\<>\n ] [^"\\<>\n]{{0,279}} "\""
+call ::= "\"" [a-z] [a-z0-9_]{{0,31}} "(" [^"\\<>()\n ] [^"\\<>()\n]{{0,119}} ")" "\""
+ws ::= [ \n]{{0,4}}
+"""
+    return Constraint.of(f"fine_steps.json.{min_steps}-{max_steps}", schema, grammar)
+
+
+def steps_from_json(text: str) -> tuple[list[FineStep], list[str]]:
+    """(steps, reasons) of a JSON answer `{"steps": [{title, description, pseudo_code}, ...]}`
+    (a ```json fence around it is fine); the steps are numbered 1..n in order."""
+    fenced = _FENCE.match(text.strip())
+    try:
+        value: Any = json.loads(fenced.group(1) if fenced else text)
+    except json.JSONDecodeError as exc:
+        return [], [f"the answer is not JSON ({exc.msg} at character {exc.pos})"]
+    steps = value.get("steps") if isinstance(value, dict) else value
+    if not isinstance(steps, list) or not steps:
+        return [], ['the answer is not an object {"steps": [...]} with a non-empty list of steps']
+    parsed, reasons = [], []
+    for number, step in enumerate(steps, start=1):
+        if not isinstance(step, dict):
+            reasons.append(f"step {number} is not an object with {', '.join(FIELDS)}")
+            continue
+        missing = [name for name in FIELDS if not isinstance(step.get(name), str)]
+        if missing:
+            reasons.append(f"step {number} has no {', '.join(missing)} text")
+        values = [" ".join(str(step.get(name) or "").split()) for name in FIELDS]
+        parsed.append(FineStep(number, *values))
+    return parsed, reasons
+
+
+def is_json_answer(text: str) -> bool:
+    stripped = text.lstrip()
+    return stripped.startswith(("{", "[", "```"))
+
+
 def check_fine_answer(text: str, min_steps: int = 2, max_steps: int = 8) -> CheckResult:
-    """Parse and check one answer; `ok` only when every check passes."""
+    """Parse and check one answer (the JSON form, rendered into the tagged form, or the tagged form
+    itself); `ok` only when every check passes."""
+    if is_json_answer(text):
+        steps, problems = steps_from_json(text)
+        if not steps:
+            return CheckResult(False, [], problems)
+        if any("<" in value or ">" in value for s in steps for value in (s.title, s.description, s.pseudo_code)):
+            result = check_fine_answer(render_answer(steps), min_steps, max_steps)  # tags inside: check the text
+        else:  # the rendered paragraphs would hold exactly these blocks
+            result = _check_paragraphs([(s.index, s.title, s.description) for s in steps],
+                                       [(s.index, s.title, s.pseudo_code) for s in steps], text, [], min_steps,
+                                       max_steps)
+        return CheckResult(result.ok and not problems, result.steps, problems + result.reasons)
     blocks, reasons = _tagged_blocks(text)
     if not blocks:
         return CheckResult(False, [], reasons or ["no <step N: title>...</step N: title> tags found"])
@@ -83,7 +162,12 @@ def check_fine_answer(text: str, min_steps: int = 2, max_steps: int = 8) -> Chec
     if len(paragraphs) != 2:
         reasons.append(f"expected 2 paragraphs of steps (description, then pseudo-code), found {len(paragraphs)}")
         return CheckResult(False, [], reasons)
-    described, coded = paragraphs
+    return _check_paragraphs(*paragraphs, text, reasons, min_steps, max_steps)
+
+
+def _check_paragraphs(described: list[tuple[int, str, str]], coded: list[tuple[int, str, str]], text: str,
+                      reasons: list[str], min_steps: int, max_steps: int) -> CheckResult:
+    """The checks of the two paragraphs' (number, title, content) blocks."""
     for name, paragraph in (("description", described), ("pseudo-code", coded)):
         numbers = [number for number, _, _ in paragraph]
         if numbers != list(range(1, len(paragraph) + 1)):
@@ -118,3 +202,8 @@ def format_steps(steps: list[FineStep], pseudo_code: bool = False) -> str:
         f"<step {s.index}: {s.title}>{s.pseudo_code if pseudo_code else s.description}</step {s.index}: {s.title}>"
         for s in steps
     )
+
+
+def render_answer(steps: list[FineStep]) -> str:
+    """Both paragraphs, descriptions then pseudo-code: the answer in the published tagged form."""
+    return format_steps(steps) + "\n" + format_steps(steps, pseudo_code=True)

@@ -109,6 +109,7 @@ class _Tables:
         rules = load_lookups("en", ["lemma_index", "lemma_exc", "lemma_rules"])
         index, exceptions, suffixes = (rules.get_table(n) for n in ("lemma_index", "lemma_exc", "lemma_rules"))
         self.index = {pos: frozenset(index[pos.lower()]) for pos in LEMMATIZED_POS}
+        self.known = frozenset().union(*(index[pos] for pos in ("adj", "adv", "noun", "verb")))
         self.exceptions = {pos: dict(exceptions[pos.lower()]) for pos in LEMMATIZED_POS}
         self.suffixes = {pos: [tuple(rule) for rule in suffixes[pos.lower()]] for pos in LEMMATIZED_POS}
         self.words: dict[str, str] = {}
@@ -179,11 +180,33 @@ def tagged_lemmas(tokens: Sequence[str], pos: Sequence[str]) -> list[str]:
     return lemmas
 
 
+def text_words(text: str) -> list[str]:
+    """The words of text without tags as the rule keeps them ('-' removed, alphabetic, lower-cased),
+    before lemmatizing: `text_lemmas(text)` are their lemmas, one for one."""
+    return [word for word in (_normalize(token.text) for token in _tables().tokenizer(text.replace("-", ""))) if word]
+
+
 def text_lemmas(text: str) -> list[str]:
     """Lemmas of text without tags: the same rule, with the blank English tokenizer and the lookup table."""
     tables = _tables()
-    words = (_normalize(token.text) for token in tables.tokenizer(text.replace("-", "")))
-    return [tables.word(word) for word in words if word]
+    return [tables.word(word) for word in text_words(text)]
+
+
+def lemma_of(word: str) -> str:
+    """The lemma of one lower-cased alphabetic word without a tag (as `text_lemmas` gives it)."""
+    return _tables().word(word)
+
+
+def is_known_word(word: str) -> bool:
+    """Whether the English tables know a lower-cased word (an inflection or a lemma of any part of
+    speech); "stumples", "timerelated" are not known."""
+    tables = _tables()
+    return word in tables.lookup or word in tables.known
+
+
+def is_verb_lemma(lemma: str) -> bool:
+    """Whether the English tables know `lemma` as a verb ("walk", "arm", "hand": many nouns are too)."""
+    return lemma in _tables().index["VERB"]
 
 
 def is_stop_word(lemma: str, keep_motion_words: bool = True) -> bool:
