@@ -176,3 +176,26 @@ def test_loop_pieces():
     assert means.add({"loss": torch.tensor(1.0)}) == {"loss": 1.0}
     means.add({"loss": 3.0})
     assert means.means() == {"loss": 2.0}
+
+
+def test_loop_pieces_for_one_process():
+    """Without torchrun the distributed helpers are no-ops; optimizer_step clips each module on its own."""
+    dist, device = loop.init_distributed("cpu")
+    assert (dist.rank, dist.world_size, dist.is_main, dist.enabled, device.type) == (0, 1, True, False, "cpu")
+    a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    assert loop.distribute(a, dist, device) is a and loop.unwrap(a) is a
+    assert loop.shard(list(range(10)), dist, seed=0) is None
+    assert loop.mean_across({"loss": 2.0}, dist, device) == {"loss": 2.0}
+    loop.barrier(dist), loop.finish(dist)
+    opts = [torch.optim.SGD(a.parameters(), lr=0.0), torch.optim.SGD(b.parameters(), lr=0.0)]
+    loss = (a(torch.ones(1, 3)) * 1000).sum() + (b(torch.ones(1, 3)) * 0.001).sum()
+    loop.optimizer_step(loss, [a, b], opts, 1.0)
+    norm = lambda m: torch.cat([p.grad.flatten() for p in m.parameters()]).norm()  # noqa: E731
+    assert norm(a) == pytest.approx(1.0, rel=1e-4) and norm(b) < 0.01  # clipped separately, not jointly
+    assert loop.reached(5, 5) and not loop.reached(4, 5) and not loop.reached(10**6, None)
+    meter = loop.Throughput(device)
+    meter.resume(), meter.step(4), meter.pause()
+    summary = meter.summary()
+    assert summary["kind"] == "run" and summary["steps"] == 4 and summary["peak_memory_mb"] is None
+    with loop.autocast(torch.device("cuda"), enabled=False):
+        assert not torch.is_autocast_enabled()

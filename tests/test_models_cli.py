@@ -190,3 +190,44 @@ def test_a_run_folder_from_before_models_base_still_loads(tmp_path):
     motion = np.random.default_rng(0).standard_normal((50, 263)).astype(np.float32)
     expected = model.eval().encode_motion(torch.from_numpy(motion)[None], torch.ones(1, 50, dtype=torch.bool))
     np.testing.assert_allclose(encoder.encode_motion([motion]), expected.detach().numpy(), atol=1e-5)
+
+
+def test_presets_set_and_max_steps(built, tmp_path, capsys):
+    """--preset supplies defaults (model and training), explicit flags and --set win, --max-steps stops early."""
+    run = tmp_path / "run"
+    quick = ["--device", "cpu", "--num-workers", "0", "--quiet"]
+    assert main(["train", "retrieval", "--data", str(built), "--out", str(run), "--preset", "tiny", "--max-steps", "3",
+                 "--set", "latent_dim=32", "--set", "log_every=1", "--model", "num_heads=2", *quick]) == 0
+    state = load_checkpoint(run)
+    assert state["model_config"]["latent_dim"] == 32 and state["model_config"]["num_layers"] == 1  # --set, preset
+    assert state["model_config"]["num_heads"] == 2 and state["model_config"]["vae"] is False
+    cfg = state["train_config"]
+    assert (cfg["preset"], cfg["epochs"], cfg["lr"], cfg["max_steps"], cfg["log_every"]) == ("tiny", 8, 3e-3, 3, 1)
+    assert state["step"] == 3 and state["epoch"] == 1
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert lines[-1]["kind"] == "run" and lines[-1]["steps"] == 3 and lines[-1]["steps_per_s"] > 0
+    assert main(["train", "retrieval", "--data", str(built), "--out", str(tmp_path / "r2"), "--preset", "tiny",
+                 "--epochs", "1", *quick]) == 0
+    assert load_checkpoint(tmp_path / "r2")["train_config"]["epochs"] == 1  # an explicit flag beats the preset
+    capsys.readouterr()
+    assert main(["train", "retrieval", "--data", str(built), "--out", str(tmp_path / "r3"), "--set", "depth=2",
+                 *quick]) == 1
+    assert "RetrievalConfig has no setting 'depth'" in capsys.readouterr().err
+    usage = _run("-m", "models", "train", "evaluator", "--help")
+    assert usage.returncode == 0 and "--preset {tiny,paper}" in usage.stdout and "tiny: the CPU test size" in usage.stdout
+    assert "--set KEY=VALUE" in usage.stdout and "dim_motion_hidden=1024" in usage.stdout
+
+
+def test_the_registry_finds_every_model_and_the_model_of_a_run(built, tmp_path):
+    from models.registry import UnknownRun, discover, entry_for_run
+
+    models = discover()
+    assert {"retrieval", "evaluator"} <= models.keys()
+    assert models["evaluator"].commands == {"train": "models.eval.train"}
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"format": "models.retrieval/1"}))
+    assert entry_for_run(run).name == "retrieval"
+    (run / "config.json").write_text(json.dumps({"format": "models.nobody/1"}))
+    with pytest.raises(UnknownRun, match="no registered model writes"):
+        entry_for_run(run)

@@ -251,3 +251,24 @@ def test_sample_index_equals_flatten_samples(crafted, many_subclips, bounds):
         assert ours == [(s.name, s.row, s.start_frame, s.end_frame, s.annotation_indices, s.captions) for s in expected]
         if out == many_subclips:
             assert sum("_" in name for name, *_ in ours) > 10
+
+
+def test_tokens_annotation_index_and_windows(crafted):
+    from models.training.data import MotionWindows
+
+    root, out, _ = crafted
+    ds = MotionDataset(out, "train", stats=None)
+    index = next(i for i in range(len(ds)) if len(ds.captions(i)) > 1)
+    tokens = ds.word_tokens(index)
+    assert len(tokens) == len(ds.captions(index)) and all(t and "/" in t[0] for t in tokens)
+    item = ds[index]
+    assert ds.captions(index)[item["annotation"]] == item["caption"]
+    assert collate([ds[index], ds[index]])["annotation"].shape == (2,)
+    stats = Normalizer(np.full(263, 0.5, np.float32), np.full(263, 2.0, np.float32))
+    windows = MotionWindows(out, "train", stats=stats, window=40)
+    import datasets
+    lengths = datasets.load_from_disk(str(out))["train"]["length"]
+    assert len(windows) == sum(n - 40 + 1 for n in lengths if n >= 40)
+    first = np.load(root / "new_joint_vecs" / f"{datasets.load_from_disk(str(out))['train'][0]['id']}.npy")
+    np.testing.assert_allclose(windows[1], (first[1:41] - 0.5) / 2.0, rtol=1e-5, atol=1e-6)
+    assert windows[len(windows) - 1].shape == (40, 263)

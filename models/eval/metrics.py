@@ -12,16 +12,20 @@ Generation metrics take evaluator embeddings (numpy arrays, one row per sample):
 
 Retrieval metrics (`retrieval_metrics`, `retrieval_in_batches`): R@1/2/3/5/10 in percent and
 median rank, text->motion and motion->text, over the whole set ("all") or averaged over batches of
-32; ties are broken by averaging positions, as TMR does.
+32; ties are broken by averaging positions, as TMR does. Similarity is the cosine of the latents
+(TMR) or the negative Euclidean distance of the raw features (LaMP's evaluator wrapper).
+
+The repeated protocols built on these (replications, what is computed once) are `models.eval.protocol`.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 
 RECALL_KS = (1, 2, 3, 5, 10)
+Similarity = Literal["cosine", "euclidean"]
 
 
 def euclidean_distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -46,10 +50,11 @@ def r_precision(text_emb: np.ndarray, motion_emb: np.ndarray, batch_size: int = 
     batches = _batches(len(text_emb), batch_size, rng)
     if not batches:
         raise ValueError(f"need at least one full batch of {batch_size} pairs, got {len(text_emb)}")
+    text_emb, motion_emb = np.asarray(text_emb, np.float64), np.asarray(motion_emb, np.float64)
     hits, dist_sum, count = np.zeros(top_k), 0.0, 0
     for idx in batches:
         dist = euclidean_distance_matrix(text_emb[idx], motion_emb[idx])
-        dist_sum += np.trace(dist)
+        dist_sum += float(np.linalg.norm(text_emb[idx] - motion_emb[idx], axis=1).sum())  # the trace, computed exactly
         order = np.argsort(dist, axis=1)[:, :top_k]
         found = order == np.arange(len(idx))[:, None]  # [B, top_k]: own motion at position j
         hits += np.cumsum(found, axis=1).astype(bool).sum(0)
@@ -78,6 +83,14 @@ def fid(real: np.ndarray, generated: np.ndarray) -> float:
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(root1 @ s2 @ root1), 0.0, None)).sum()
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+
+
+def diversity_times(n: int, times: int = 300) -> int:
+    """Pairs for the diversity of n samples: `times` (300) when n > times, else 100 when n > 100
+    [code: momask utils/eval_t2m.py], else n - 1 (the reference asserts; small sets still get a value)."""
+    if n > times:
+        return times
+    return 100 if n > 100 else max(n - 1, 1)
 
 
 def diversity(emb: np.ndarray, times: int = 300, rng: np.random.Generator | None = None,
@@ -149,21 +162,31 @@ def retrieval_metrics(sim: np.ndarray) -> dict[str, float]:
     return {**_recalls(_ranks(sim), "t2m"), **_recalls(_ranks(sim.T), "m2t")}
 
 
+def similarity_matrix(text: np.ndarray, motion: np.ndarray, similarity: Similarity = "cosine") -> np.ndarray:
+    """sim[text, motion]: cosine of the rows, or minus their Euclidean distance."""
+    if similarity == "cosine":
+        return _normalize(text) @ _normalize(motion).T
+    if similarity == "euclidean":
+        return -euclidean_distance_matrix(text, motion)
+    raise ValueError(f"similarity must be 'cosine' or 'euclidean', got {similarity!r}")
+
+
 def retrieval_in_batches(text_latent: np.ndarray, motion_latent: np.ndarray, batch_size: int = 32,
-                         rng: np.random.Generator | None = None) -> dict[str, float]:
-    """The "small batches" protocol: metrics inside each batch of `batch_size` pairs (cosine
-    similarity of the latents), averaged over batches; a partial last batch is dropped."""
-    t, m = _normalize(text_latent), _normalize(motion_latent)
+                         rng: np.random.Generator | None = None, similarity: Similarity = "cosine") -> dict[str, float]:
+    """The "small batches" protocol: metrics inside each batch of `batch_size` pairs, averaged over
+    batches; a partial last batch is dropped."""
+    t, m = np.asarray(text_latent, np.float64), np.asarray(motion_latent, np.float64)
     batches = _batches(len(t), batch_size, rng)
     if not batches:
         raise ValueError(f"need at least one full batch of {batch_size} pairs, got {len(t)}")
-    runs = [retrieval_metrics(t[idx] @ m[idx].T) for idx in batches]
+    runs = [retrieval_metrics(similarity_matrix(t[idx], m[idx], similarity)) for idx in batches]
     return {key: float(np.mean([run[key] for run in runs])) for key in runs[0]}
 
 
-def retrieval_all(text_latent: np.ndarray, motion_latent: np.ndarray) -> dict[str, float]:
-    """The "all" protocol: every text against every motion of the set (cosine similarity)."""
-    return retrieval_metrics(_normalize(text_latent) @ _normalize(motion_latent).T)
+def retrieval_all(text_latent: np.ndarray, motion_latent: np.ndarray,
+                  similarity: Similarity = "cosine") -> dict[str, float]:
+    """The "all" protocol: every text against every motion of the set."""
+    return retrieval_metrics(similarity_matrix(text_latent, motion_latent, similarity))
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -171,6 +194,6 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-__all__ = ["RECALL_KS", "diversity", "euclidean_distance_matrix", "fid", "matching_score", "mean_interval",
-           "multimodality", "r_precision", "repeat", "retrieval_all", "retrieval_in_batches",
-           "retrieval_metrics"]
+__all__ = ["RECALL_KS", "Similarity", "diversity", "diversity_times", "euclidean_distance_matrix", "fid",
+           "matching_score", "mean_interval", "multimodality", "r_precision", "repeat", "retrieval_all",
+           "retrieval_in_batches", "retrieval_metrics", "similarity_matrix"]

@@ -5,8 +5,9 @@
 Samples are the reference loader's (`flatten_samples` with the dataset's length filters), each
 with its whole frame range and its first caption, as TMR evaluates. Prints R@1/2/3/5/10 and median
 rank for text->motion and motion->text under the "all" protocol (every text against every motion)
-and the "batches of 32" protocol (averaged over a fixed shuffled split into batches of 32). The model,
-its statistics, text encoder and data options all come from the run folder.
+and the "batches of 32" protocol (averaged over the batches of a shuffle, the shuffle repeated
+`--replications` times: mean and 95% interval; `models.eval.protocol.retrieval_protocol`). The
+model, its statistics, text encoder and data options all come from the run folder.
 `python -m models.retrieval.evaluate` is an alias kept for one release.
 """
 
@@ -18,12 +19,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
 from datasets_build.core.flags import add_options, from_args, option
 from datasets_build.text.encoders import TextEncoder
 from models.base import checkpoint_path, config_from_dict
-from models.eval.metrics import RECALL_KS, retrieval_all, retrieval_in_batches
+from models.eval.metrics import RECALL_KS
+from models.eval.protocol import retrieval_protocol
 from models.retrieval.api import RetrievalEncoder, load, load_checkpoint
 from models.training.config import run_command
 from models.training.data import DataError, DataOptions, MotionDataset
@@ -36,14 +37,17 @@ class EvalOptions:
     split: str = option("test", "split to evaluate")
     device: str | None = option(None, "cuda, cuda:N or cpu (default: cuda when available)")
     batch_size: int = option(32, "size of the small-batch protocol's batches", metavar="B", positive=True)
-    seed: int = option(0, "seed of the small-batch shuffle")
+    replications: int = option(20, "shuffles of the small-batch protocol (mean and 95%% interval)", metavar="N",
+                               positive=True)
+    seed: int = option(0, "seed of the small-batch shuffles")
     json: bool = option(False, "print the metrics as JSON instead of a table")
 
 
 def evaluate(run: str, data: str, split: str = "test", device: str | None = None, batch_size: int = 32,
              seed: int = 0, text_encoder: TextEncoder | None = None,
-             encoder: RetrievalEncoder | None = None) -> dict[str, dict[str, float]]:
-    """{"all": metrics, "batches of 32": metrics} (keys like "t2m/R@1", "m2t/MedR")."""
+             encoder: RetrievalEncoder | None = None, replications: int = 20) -> dict[str, dict[str, float]]:
+    """{"all": metrics, "batches of 32": metrics} (keys like "t2m/R@1", "m2t/MedR"; the batches'
+    95% half-intervals under "t2m/R@1/ci95")."""
     encoder = encoder or load(run, device, text_encoder)
     options = config_from_dict(DataOptions, load_checkpoint(run)["data_options"], checkpoint_path(run))
     samples = MotionDataset(data, split, stats=None, options=options)
@@ -51,11 +55,12 @@ def evaluate(run: str, data: str, split: str = "test", device: str | None = None
         raise DataError(f"split {split!r} of {data} has {len(samples)} samples after the length filters")
     texts = encoder.encode_text([samples.captions(i)[0] for i in range(len(samples))])
     motions = encoder.encode_motion([samples.raw_motion(i) for i in range(len(samples))])
-    results = {"all": retrieval_all(texts, motions)}
-    if len(samples) >= batch_size:
-        rng = np.random.default_rng(seed)
-        results[f"batches of {batch_size}"] = retrieval_in_batches(texts, motions, batch_size, rng)
-    return results
+    return retrieval_protocol(texts, motions, replications=replications, batch_size=batch_size, seed=seed)
+
+
+def _value(metrics: dict[str, Any], key: str, digits: int) -> str:
+    half = metrics.get(f"{key}/ci95")
+    return f"{metrics[key]:.{digits}f}" + ("" if half is None else f"±{half:.{digits}f}")
 
 
 def format_table(results: dict[str, dict[str, Any]], count: int | None = None) -> str:
@@ -63,12 +68,15 @@ def format_table(results: dict[str, dict[str, Any]], count: int | None = None) -
     rows = [head]
     for protocol, metrics in results.items():
         for direction in ("t2m", "m2t"):
-            rows.append([protocol, direction] + [f"{metrics[f'{direction}/R@{k}']:.2f}" for k in RECALL_KS]
-                        + [f"{metrics[f'{direction}/MedR']:.1f}"])
+            rows.append([protocol, direction] + [_value(metrics, f"{direction}/R@{k}", 2) for k in RECALL_KS]
+                        + [_value(metrics, f"{direction}/MedR", 1)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines + ([f"({count} samples)"] if count is not None else []))
+    notes = [f"({count} samples)"] if count is not None else []
+    if any(key.endswith("/ci95") for metrics in results.values() for key in metrics):
+        notes.append("(batches: mean±95% interval over the repeated shuffles)")
+    return "\n".join(lines + notes)
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m models evaluate retrieval") -> int:
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m models evaluate r
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     add_options(parser, EvalOptions)
     a = from_args(EvalOptions, parser.parse_args(argv))
-    results = evaluate(a.run, a.data, a.split, a.device, a.batch_size, a.seed)
+    results = evaluate(a.run, a.data, a.split, a.device, a.batch_size, a.seed, replications=a.replications)
     print(json.dumps(results, indent=2) if a.json else format_table(results))
     return 0
 

@@ -172,3 +172,9 @@ class TMR(nn.Module):
             total = total + cfg.w_kl * out["kl"]
         out["loss"] = total
         return out
+
+    def forward(self, motion: torch.Tensor, motion_mask: torch.Tensor, tokens: torch.Tensor,
+                token_mask: torch.Tensor, text_emb: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The training losses (`losses`): calling the model (or its DistributedDataParallel
+        wrapper) is what averages gradients across processes."""
+        return self.losses(motion, motion_mask, tokens, token_mask, text_emb)

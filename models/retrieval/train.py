@@ -1,14 +1,16 @@
 """Train the TMR-style retrieval model on a built dataset.
 
     python -m models train retrieval --data built/humanml3d --out runs/tmr [--text-encoder minilm]
-        [--device cuda|cpu] [--epochs N] [--batch-size B] [--resume] [--model latent_dim=128 ...]
+        [--preset tiny|paper] [--device cuda|cpu] [--epochs N] [--batch-size B] [--max-steps N] [--resume]
+        [--set latent_dim=128 ...]
 
 RUN_DIR receives `checkpoint.pt` (after every epoch; `models.base`'s format), `config.json`,
 `stats.npz` (the model's own mean/std, computed from the training split) and `log.jsonl` (one line
 per logged step and per epoch, with validation retrieval metrics when the build has a `val`
 split). `--resume` continues from the checkpoint's epoch count up to `--epochs`, with the model
 settings, statistics, text encoder and data options of the checkpoint. On CUDA the forward pass
-runs under bf16 autocast. `python -m models.retrieval.train` is an alias kept for one release.
+runs under bf16 autocast; under torchrun each GPU runs a process (`models.training.loop`).
+`python -m models.retrieval.train` is an alias kept for one release.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ import torch
 from datasets_build.core.flags import option
 from datasets_build.text.encoders import ENCODERS, TextEncoder, load_text_encoder
 from datasets_build.text.feature_cache import TextFeatureCache
-from models.base import atomic_write, config_from_dict, pick_device, seed_everything, write_config
+from models.base import atomic_write, config_from_dict, seed_everything, write_config
 from models.eval.metrics import retrieval_all
 from models.retrieval.api import (
     FORMAT, RetrievalEncoder, check_text_encoder, encoder_record, run_configs, save_checkpoint,
 )
 from models.retrieval.model import TMR, RetrievalConfig
 from models.training import loop
-from models.training.config import TrainOptions, run_command, train_config_from_args, train_parser
+from models.training.config import Preset, TrainOptions, parse_train_args, run_command
 from models.training.data import (
     DataError, DataOptions, MotionDataset, Normalizer, compute_stats, dataset_name, make_loader,
 )
@@ -51,6 +53,14 @@ class TrainConfig(TrainOptions):
     text_encoder_checkpoint: str | None = option(None, "local weights for the text encoder", metavar="PATH")
     stats: str = option("train", "'train' (computed from the training split) or a .npz with mean and std",
                         metavar="train|FILE")
+
+
+PRESETS = {
+    "tiny": Preset("the CPU test size", model={"latent_dim": 64, "ff_dim": 128, "num_layers": 1, "num_heads": 4,
+                                               "dropout": 0.0, "vae": False, "reconstruction": False},
+                   train={"epochs": 8, "lr": 3e-3, "num_workers": 0}),
+    "paper": Preset("TMR's settings (the defaults)"),
+}
 
 
 def _load_stats(cfg: TrainConfig, dataset: str) -> Normalizer:
@@ -85,7 +95,7 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
     """Train (or resume) into cfg.out; returns the run folder. `text_encoder` injects a frozen
     encoder instead of loading `cfg.text_encoder` by name."""
     run_dir = Path(cfg.out)
-    device = pick_device(cfg.device)
+    dist, device = loop.init_distributed(cfg.device)
     seed_everything(cfg.seed)
     dataset = dataset_name(cfg.data)  # before the run folder is made: a wrong path leaves nothing behind
     state = loop.open_run(run_dir, FORMAT, cfg.resume)
@@ -103,9 +113,11 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
         model_cfg = RetrievalConfig(**{"motion_dim": len(stats.mean), "token_dim": text_encoder.token_dim,
                                        **cfg.model})
         options = DataOptions.for_dataset(dataset)
-        atomic_write(run_dir / "stats.npz", lambda f: np.savez(f, mean=stats.mean, std=stats.std))
+        if dist.is_main:
+            atomic_write(run_dir / "stats.npz", lambda f: np.savez(f, mean=stats.mean, std=stats.std))
     record = encoder_record(text_encoder, record["checkpoint"])
-    write_config(run_dir, FORMAT, model_config=model_cfg, train_config=cfg, configs=run_configs(record, options))
+    if dist.is_main:
+        write_config(run_dir, FORMAT, model_config=model_cfg, train_config=cfg, configs=run_configs(record, options))
 
     train_set = MotionDataset(cfg.data, cfg.split, stats=stats, options=options)
     if len(train_set) < 2:
@@ -118,47 +130,65 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
     model = TMR(model_cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start_epoch, step = loop.restore(state, model, optimizer)
+    net = loop.distribute(model, dist, device)  # call `net(...)`: DDP averages the gradients
+    sampler = loop.shard(train_set, dist, cfg.seed)
     loader = make_loader(train_set, min(cfg.batch_size, len(train_set)), shuffle=True, num_workers=cfg.num_workers,
-                         pin_memory=device.type == "cuda")
+                         pin_memory=device.type == "cuda", sampler=sampler)
     log = loop.JsonlLog(run_dir / "log.jsonl")
+    meter = loop.Throughput(device)
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         means, started = loop.Means(), time.time()
-        bar = loop.progress(loader, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
+        bar = loop.progress(loader, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and dist.is_main)
+        meter.resume()
         for batch in bar:
             length = int(batch["length"].max())  # drop the all-padding tail of this batch
             motion = batch["motion"][:, :length].to(device, non_blocking=True)
             mask = batch["mask"][:, :length].to(device, non_blocking=True)
             tokens, token_mask, pooled = cache.batch(batch["caption"], device)
             with loop.autocast(device):
-                losses = model.losses(motion, mask, tokens, token_mask, pooled)
+                losses = net(motion, mask, tokens, token_mask, pooled)
             loop.check_finite(losses["loss"], epoch + 1, step)
             loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
             step += 1
+            meter.step()
             values = means.add(losses)
             bar.set_postfix(loss=f"{values['loss']:.4f}")
-            if step % cfg.log_every == 0:
+            if step % cfg.log_every == 0 and dist.is_main:
                 log.write({"kind": "step", "epoch": epoch + 1, "step": step, **values})
+            if loop.reached(step, cfg.max_steps):
+                break
+        meter.pause()
         summary = {"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": round(time.time() - started, 3),
-                   **means.means()}
-        if val_set is not None:
-            summary.update({f"val/{k}": v for k, v in validate(model, stats, text_encoder, device, val_set).items()})
-        log.write(summary)
-        if cfg.progress:
-            shown = {k: round(v, 4) for k, v in summary.items() if k in ("loss", "val/t2m/R@1", "val/t2m/R@5")}
-            print(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
-        save_checkpoint(run_dir, model=model, optimizer=optimizer, stats=stats, text_encoder=record,
-                        epoch=epoch + 1, step=step, train_config=cfg, data_options=options)
+                   **loop.mean_across(means.means(), dist, device)}
+        if dist.is_main:
+            if val_set is not None:
+                summary.update({f"val/{k}": v
+                                for k, v in validate(model, stats, text_encoder, device, val_set).items()})
+            log.write(summary)
+            if cfg.progress:
+                shown = {k: round(v, 4) for k, v in summary.items() if k in ("loss", "val/t2m/R@1", "val/t2m/R@5")}
+                print(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
+            save_checkpoint(run_dir, model=model, optimizer=optimizer, stats=stats, text_encoder=record,
+                            epoch=epoch + 1, step=step, train_config=cfg, data_options=options)
+        loop.barrier(dist)
+        if loop.reached(step, cfg.max_steps):
+            break
+    if dist.is_main:
+        log.write(meter.summary())
+    loop.finish(dist)
     return run_dir
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m models train retrieval") -> int:
     """The training command line (flags derived from TrainConfig and RetrievalConfig)."""
-    parser = train_parser(prog, __doc__.split("\n\n")[0], TrainConfig, RetrievalConfig)
-    cfg = train_config_from_args(TrainConfig, RetrievalConfig, parser.parse_args(argv))
+    cfg = parse_train_args(argv, prog, __doc__.split("\n\n")[0], TrainConfig, RetrievalConfig, PRESETS)
     run_dir = train(cfg)
-    print(f"trained {cfg.epochs} epochs into {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one line, not one per process
+        print(f"trained {cfg.epochs} epochs into {run_dir}")
     return 0
 
 

@@ -149,10 +149,15 @@ class _ArrowRows:
         self.row_local = np.concatenate([np.arange(n) for n in sizes]) if sizes else np.zeros(0, int)
         self.ids = table.column("id").chunks
         # captions: annotations is list<struct>; the struct's `caption` child is one flat string array
-        self.captions, self.caption_offsets = [], []
+        self.captions, self.caption_offsets, self.tokens, self.pos = [], [], [], []
+        names = table.schema.field("annotations").type.value_type
+        has_tokens = names.get_field_index("tokens") >= 0 and names.get_field_index("pos") >= 0
         for chunk in table.column("annotations").chunks:
             self.captions.append(chunk.values.field("caption"))
             self.caption_offsets.append(chunk.offsets.to_numpy())
+            if has_tokens:
+                self.tokens.append(chunk.values.field("tokens"))
+                self.pos.append(chunk.values.field("pos"))
 
     def motion(self, row: int) -> np.ndarray:
         frames, rows = self.chunks[self.row_chunk[row]]
@@ -165,6 +170,15 @@ class _ArrowRows:
     def caption(self, row: int, annotation: int) -> str:
         c, local = self.row_chunk[row], self.row_local[row]
         return self.captions[c][int(self.caption_offsets[c][local]) + annotation].as_py()
+
+    def word_tokens(self, row: int, annotation: int) -> list[str]:
+        """The annotation's `word/POS` tokens (HumanML3D's text-file form); [] when the build has none."""
+        if not self.tokens:
+            return []
+        c, local = self.row_chunk[row], self.row_local[row]
+        at = int(self.caption_offsets[c][local]) + annotation
+        words, tags = self.tokens[c][at].as_py() or [], self.pos[c][at].as_py() or []
+        return [f"{w}/{t}" for w, t in zip(words, tags)]
 
 
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVW"  # sub-clip name prefixes, as flatten_samples assigns them
@@ -291,6 +305,12 @@ class MotionDataset(torch.utils.data.Dataset):
         row = int(self.rows[index])
         return [self.arrow.caption(row, int(a)) for a in self.ann_index[self.ann_ptr[index]:self.ann_ptr[index + 1]]]
 
+    def word_tokens(self, index: int) -> list[list[str]]:
+        """Per caption of `captions(index)`, its `word/POS` tokens (the evaluator's text input)."""
+        row = int(self.rows[index])
+        return [self.arrow.word_tokens(row, int(a))
+                for a in self.ann_index[self.ann_ptr[index]:self.ann_ptr[index + 1]]]
+
     def crop(self, index: int) -> tuple[int, int]:
         """(start, length) of the frames this access uses (random unless options.random_crop=False)."""
         opt, rng = self.options, self.rng
@@ -313,27 +333,65 @@ class MotionDataset(torch.utils.data.Dataset):
         pick = self.rng.randrange(b - a) if opt.caption == "random" else 0
         caption = self.arrow.caption(int(self.rows[index]), int(self.ann_index[a + pick]))
         return {"motion": padded, "length": length, "caption": caption, "name": self.name(index),
-                "index": index}
+                "index": index, "annotation": pick}
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack items: motion [B, T, D] float32, length [B] long, mask [B, T] bool, caption/name lists."""
+    """Stack items: motion [B, T, D] float32, length [B] long, mask [B, T] bool, caption/name lists,
+    index [B] and annotation [B] (the caption's position in `captions(index)`)."""
     motion = torch.from_numpy(np.stack([it["motion"] for it in items]))
     length = torch.tensor([it["length"] for it in items], dtype=torch.long)
     mask = torch.arange(motion.shape[1])[None, :] < length[:, None]
     return {"motion": motion, "length": length, "mask": mask, "caption": [it["caption"] for it in items],
-            "name": [it["name"] for it in items], "index": torch.tensor([it["index"] for it in items])}
+            "name": [it["name"] for it in items], "index": torch.tensor([it["index"] for it in items]),
+            "annotation": torch.tensor([it.get("annotation", 0) for it in items])}
 
 
-def make_loader(dataset: MotionDataset, batch_size: int = 64, shuffle: bool = True, num_workers: int = 0,
-                drop_last: bool = True, **kwargs: Any) -> torch.utils.data.DataLoader:
+def make_loader(dataset: torch.utils.data.Dataset, batch_size: int = 64, shuffle: bool = True, num_workers: int = 0,
+                drop_last: bool = True, sampler: torch.utils.data.Sampler | None = None,
+                collate_fn: Any = collate, **kwargs: Any) -> torch.utils.data.DataLoader:
     """A DataLoader with `collate`; forked workers share the parent's memory map, spawned ones
-    unpickle the dataset (index arrays only) and map the files again."""
+    unpickle the dataset (index arrays only) and map the files again. A `sampler` (the
+    DistributedSampler of `loop.shard` under torchrun) replaces the shuffle."""
     if num_workers > 0:
         kwargs.setdefault("persistent_workers", True)
         kwargs.setdefault("prefetch_factor", 4)
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                                       drop_last=drop_last, collate_fn=collate, **kwargs)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
+                                       sampler=sampler, num_workers=num_workers, drop_last=drop_last,
+                                       collate_fn=collate_fn, **kwargs)
+
+
+class MotionWindows(torch.utils.data.Dataset):
+    """Every window of `window` frames of every whole motion of a split (motions shorter than the
+    window are skipped), normalised by `stats`: the movement autoencoder's samples (Guo et al.'s
+    MotionDatasetV2, whose windows start at every frame). Items: float32 [window, D]."""
+
+    def __init__(self, data: str | os.PathLike | datasets.Dataset, split: str = "train", *, stats: Normalizer | None,
+                 window: int = 40) -> None:
+        self.files, self.stats, self.window = _split_files(data, split), stats, int(window)
+        table = _open_table(self.files)
+        lengths = table.column("length").to_numpy().astype(np.int64)
+        self.rows = np.flatnonzero(lengths >= self.window)
+        counts = lengths[self.rows] - self.window + 1
+        self.ptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        self._rows: _ArrowRows | None = _ArrowRows(table)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_rows"] = None
+        return state
+
+    def __len__(self) -> int:
+        return int(self.ptr[-1])
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if self._rows is None:
+            self._rows = _ArrowRows(_open_table(self.files))
+        k = int(np.searchsorted(self.ptr, index, side="right") - 1)
+        start = int(index - self.ptr[k])
+        frames = self._rows.motion(int(self.rows[k]))[start:start + self.window]
+        out = np.array(frames, np.float32)
+        return self.stats.normalize(out).astype(np.float32) if self.stats is not None else out
 
 
 def compute_stats(data: str | os.PathLike | datasets.Dataset, split: str = "train", *,
@@ -366,5 +424,5 @@ def dataset_name(data: str | os.PathLike) -> str:
     raise DataError(f"{data}: feature width {width} is neither HumanML3D's nor KIT-ML's")
 
 
-__all__ = ["DataError", "DataOptions", "MissingSplit", "MotionDataset", "Normalizer", "collate", "compute_stats",
-           "dataset_name", "make_loader", "motion_chunks", "sample_index"]
+__all__ = ["DataError", "DataOptions", "MissingSplit", "MotionDataset", "MotionWindows", "Normalizer", "collate",
+           "compute_stats", "dataset_name", "make_loader", "motion_chunks", "sample_index"]

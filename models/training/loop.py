@@ -16,6 +16,13 @@ model's train.py keeps its loop visible and calls these in order; there is no tr
         log.write({"kind": "epoch", ...}); save_checkpoint(run_dir, FORMAT, ...)  # every epoch
 
 Checkpoints themselves (atomic write, format tag, configs, RNG) are `models.base`.
+
+Several GPUs: launch the same command with `torchrun --nproc_per_node=N -m models train NAME ...`.
+`init_distributed` reads torchrun's environment (one process per GPU, NCCL; gloo on CPU), `distribute`
+wraps the model in DistributedDataParallel (call the wrapper, i.e. its `forward`, so gradients are
+averaged), `shard` gives each process its part of every epoch, and only `dist.is_main` writes the
+log and the checkpoints. Without torchrun (or on a CPU machine) it is one plain process. The batch
+size is per process. `Throughput` measures steps/s and peak GPU memory for the run's last log line.
 """
 
 from __future__ import annotations
@@ -23,13 +30,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager, Iterable, Iterator, Mapping
+from typing import Any, ContextManager, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
 from datasets_build.core.errors import UserError
-from models.base import CHECKPOINT, CheckpointFormat, load_checkpoint, restore_rng_state
+from models.base import CHECKPOINT, CheckpointFormat, load_checkpoint, pick_device, restore_rng_state
 
 
 class RunExistsError(UserError, FileExistsError):
@@ -66,9 +75,9 @@ def restore(state: Mapping[str, Any] | None, model: torch.nn.Module,
     return int(state["epoch"]), int(state["step"])
 
 
-def autocast(device: torch.device) -> ContextManager[Any]:
-    """bf16 autocast on CUDA (no loss scaling needed); full precision elsewhere."""
-    if device.type == "cuda":
+def autocast(device: torch.device, enabled: bool = True) -> ContextManager[Any]:
+    """bf16 autocast on CUDA (no loss scaling needed); full precision elsewhere or when not `enabled`."""
+    if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -79,14 +88,26 @@ def check_finite(loss: torch.Tensor, epoch: int, step: int) -> None:
                             "(a lower learning rate or gradient clipping may help)")
 
 
-def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                   grad_clip: float | None) -> None:
-    """Backward, clip the gradient norm to `grad_clip` (None or 0: no clipping), step."""
-    optimizer.zero_grad(set_to_none=True)
+def optimizer_step(loss: torch.Tensor, model: torch.nn.Module | Sequence[torch.nn.Module],
+                   optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer], grad_clip: float | None) -> None:
+    """Backward, clip the gradient norm to `grad_clip` (None or 0: no clipping), step. Given
+    several modules and optimizers (Guo et al.'s evaluator has one per encoder), each module's norm
+    is clipped on its own and every optimizer steps."""
+    models = [model] if isinstance(model, torch.nn.Module) else list(model)
+    optimizers = [optimizer] if isinstance(optimizer, torch.optim.Optimizer) else list(optimizer)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     loss.backward()
     if grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+        for module in models:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    for opt in optimizers:
+        opt.step()
+
+
+def reached(step: int, max_steps: int | None) -> bool:
+    """Whether a run limited to `max_steps` optimizer steps (None: no limit) must stop now."""
+    return max_steps is not None and step >= max_steps
 
 
 class Means:
@@ -118,6 +139,117 @@ class JsonlLog:
     def write(self, record: Mapping[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(dict(record)) + "\n")
+
+
+class Throughput:
+    """Optimizer steps per second of this process and peak GPU memory, for the run's last log
+    line. Only the time between `resume()` and `pause()` counts (the epochs' step loops, data
+    loading included; validation and checkpoints left out)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.steps, self.busy, self.since = device, 0, 0.0, None
+        self.started = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def resume(self) -> None:
+        self.since = time.perf_counter()
+
+    def pause(self) -> None:
+        if self.since is not None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.busy += time.perf_counter() - self.since
+            self.since = None
+
+    def step(self, count: int = 1) -> None:
+        self.steps += count
+
+    def summary(self) -> dict[str, Any]:
+        self.pause()
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None
+        return {"kind": "run", "steps": self.steps, "train_seconds": round(self.busy, 3),
+                "seconds": round(time.perf_counter() - self.started, 3),
+                "steps_per_s": round(self.steps / max(self.busy, 1e-9), 3),
+                "peak_memory_mb": None if peak is None else round(peak, 1), "device": str(self.device)}
+
+
+# ----------------------------------------------------------------------------- several processes (torchrun)
+@dataclass(frozen=True)
+class Dist:
+    """This process's place among torchrun's processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> tuple[Dist, torch.device]:
+    """(this process's Dist, its device). Under torchrun (WORLD_SIZE > 1) it joins the process group:
+    NCCL with one GPU per process (cuda:LOCAL_RANK), gloo on CPU; otherwise one plain process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    chosen = pick_device(device)
+    if world <= 1:
+        return Dist(), chosen
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if chosen.type == "cuda":
+        chosen = torch.device("cuda", local)
+        torch.cuda.set_device(chosen)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    return Dist(rank, local, world), chosen
+
+
+def distribute(model: torch.nn.Module, dist: Dist, device: torch.device) -> torch.nn.Module:
+    """The model wrapped in DistributedDataParallel when there are several processes, else itself."""
+    if not dist.enabled:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (what checkpoints store)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def shard(dataset: torch.utils.data.Dataset, dist: Dist, seed: int,
+          shuffle: bool = True) -> torch.utils.data.DistributedSampler | None:
+    """Each process's share of every epoch (call `.set_epoch(epoch)`), or None for one process."""
+    if not dist.enabled:
+        return None
+    return torch.utils.data.DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=shuffle, seed=seed,
+                                               drop_last=True)
+
+
+def mean_across(values: Mapping[str, float], dist: Dist, device: torch.device) -> dict[str, float]:
+    """Per-key means over the processes (the logged losses); the values themselves with one process."""
+    if not dist.enabled or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return {k: float(v) / dist.world_size for k, v in zip(keys, t.tolist())}
+
+
+def barrier(dist: Dist) -> None:
+    if dist.enabled:
+        torch.distributed.barrier()
+
+
+def finish(dist: Dist) -> None:
+    """Leave the process group (after the last checkpoint)."""
+    if dist.enabled and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def progress(iterable: Iterable[Any], desc: str, enabled: bool = True) -> Iterator[Any]:

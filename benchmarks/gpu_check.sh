@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# One short check on a machine with a GPU: every registered model's tiny preset for a few hundred
+# steps and its paper preset for a few steps, then steps/s and peak GPU memory per run; with more
+# than one GPU, the tiny preset once more under torchrun (one process per GPU).
+#
+#   benchmarks/gpu_check.sh [TINY_STEPS=300] [PAPER_STEPS=5]
+#   WORK=/tmp/gpu-check PYTHON=.venv/bin/python GPUS=8 benchmarks/gpu_check.sh 300 5
+#   DEVICE=cpu benchmarks/gpu_check.sh 20 1        # a dry run of the script itself on a CPU machine
+#
+# Needs only the repository and its Python environment: the data is the procedural sample release
+# (200 motions), built here; the retrieval model uses the offline MiniLM text encoder. Each run's
+# numbers come from the last line of its log.jsonl ({"kind": "run", "steps_per_s", "peak_memory_mb"}),
+# measured over the training steps only (data loading included; validation and checkpoints not).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TINY_STEPS=${1:-300}
+PAPER_STEPS=${2:-5}
+PYTHON=${PYTHON:-.venv/bin/python}
+[ -x "$PYTHON" ] || PYTHON=python
+WORK=${WORK:-$(mktemp -d -t gpu-check-XXXXXX)}
+DEVICE=${DEVICE:-cuda}
+GPUS=${GPUS:-$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")}
+export TOKENIZERS_PARALLELISM=false
+
+if [ "$DEVICE" = cuda ]; then
+    if [ "$GPUS" -lt 1 ]; then
+        echo "gpu_check: no CUDA device visible (torch.cuda.device_count() == 0); DEVICE=cpu for a dry run" >&2
+        exit 1
+    fi
+    "$PYTHON" -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name(0), '|', $GPUS, 'GPU(s)')"
+else
+    GPUS=1
+fi
+
+DATA="$WORK/sample"
+if [ ! -f "$DATA/build.json" ]; then
+    "$PYTHON" -m datasets_build humanml3d --source sample --sample-motions 200 --out "$DATA" --quiet
+fi
+MODELS=$("$PYTHON" -c "from models.registry import discover; print(' '.join(n for n, e in discover().items() if 'train' in e.commands))")
+
+# epochs high enough that --max-steps is what stops each run
+extra_args() {
+    case "$1" in
+        evaluator) echo "--epochs 100000 --decomp-epochs 100000" ;;  # --max-steps caps each of its two stages
+        *) echo "--epochs 100000" ;;
+    esac
+}
+
+report() {  # report NAME PRESET PROCS RUN_DIR SECONDS
+    "$PYTHON" - "$@" <<'EOF'
+import json, sys
+name, preset, procs, run, seconds = sys.argv[1:]
+lines = [json.loads(l) for l in open(f"{run}/log.jsonl")]
+r = next(l for l in reversed(lines) if l.get("kind") == "run")
+print(f"{name:<12} {preset:<6} {procs:>5} {r['steps']:>6} {r['steps_per_s']:>10.2f} "
+      f"{(r['peak_memory_mb'] or 0):>12.1f} {float(seconds):>9.1f}")
+EOF
+}
+
+ROWS=()
+run_one() {  # run_one NAME PRESET STEPS PROCS
+    local name=$1 preset=$2 steps=$3 procs=$4
+    local run="$WORK/runs/$name-$preset-x$procs" launcher=("$PYTHON" -m models)
+    rm -rf "$run"
+    if [ "$procs" -gt 1 ]; then
+        launcher=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$procs" -m models)
+    fi
+    local start
+    start=$(date +%s%N)
+    # shellcheck disable=SC2046
+    "${launcher[@]}" train "$name" --data "$DATA" --out "$run" --preset "$preset" --max-steps "$steps" \
+        --device "$DEVICE" --num-workers 4 --quiet $(extra_args "$name") > "$WORK/$name-$preset-x$procs.out" 2>&1 \
+        || { echo "gpu_check: $name $preset (x$procs) failed; see $WORK/$name-$preset-x$procs.out" >&2; tail -20 "$WORK/$name-$preset-x$procs.out" >&2; return 1; }
+    ROWS+=("$(report "$name" "$preset" "$procs" "$run" "$(( ($(date +%s%N) - start) / 1000000 ))e-3")")
+}
+
+status=0
+for name in $MODELS; do
+    run_one "$name" tiny "$TINY_STEPS" 1 || status=1
+    run_one "$name" paper "$PAPER_STEPS" 1 || status=1
+    if [ "$GPUS" -gt 1 ]; then
+        run_one "$name" tiny "$TINY_STEPS" "$GPUS" || status=1
+    fi
+done
+
+echo
+printf "%-12s %-6s %5s %6s %10s %12s %9s\n" model preset procs steps "steps/s" "peak MiB" "wall s"
+for row in "${ROWS[@]}"; do echo "$row"; done
+echo "(work folder: $WORK)"
+exit $status
