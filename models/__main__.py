@@ -91,7 +91,7 @@ def load_generator(run: str, device: str | None, models: dict[str, ModelEntry] |
 
 
 def generate_main(argv: list[str] | None, prog: str = "python -m models generate") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description="Generate one motion from a trained generator's run.")
+    parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False, description="Generate one motion from a trained generator's run.")
     add_options(parser, GenerateOptions)
     a = from_args(GenerateOptions, parser.parse_args(argv))
     generator = load_generator(a.run, a.device)
@@ -144,7 +144,7 @@ class EvaluateOptions:
 
 def evaluate_main(argv: list[str] | None, prog: str = "python -m models evaluate") -> int:
     parser = argparse.ArgumentParser(
-        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EVALUATOR_LAYOUT,
+        prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EVALUATOR_LAYOUT, allow_abbrev=False,
         description="Score a generator (or the ground truth) with Guo et al.'s evaluator and the papers' protocol; "
                     "prints the papers' table with 95% intervals.")
     add_options(parser, EvaluateOptions)
@@ -202,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     name, options = rest[0], rest[1:]
     if name not in models:
         return _usage_error(f"no model named {name!r} (models: {', '.join(models)})")
+    if command in ("evaluate", "generate") and command not in models[name].commands and models[name].generator:
+        # a generator without its own command: the shared ones, which find the model from the run folder
+        run_main = evaluate_main if command == "evaluate" else generate_main
+        return run_command(lambda args: run_main(args, prog=f"python -m models {command} {name}"), options)
     if command not in models[name].commands:
         return _usage_error(f"{name} has no {command} command (it has {', '.join(models[name].commands)})")
     module = importlib.import_module(models[name].commands[command])

@@ -31,14 +31,15 @@ from typing import IO, Any, Callable, Mapping
 import numpy as np
 import torch
 
-from datasets_build.core.device import pick_device
+from datasets_build.core.device import pick_device as _pick_device
 from datasets_build.core.errors import UserError
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 _RESERVED = {"format", "model", "model_config", "train_config", "optimizer", "epoch", "step", "rng"}
 
-__all__ = ["CHECKPOINT", "CONFIG", "CheckpointError", "CheckpointFormat", "CheckpointNotFound", "atomic_write",
+__all__ = ["CHECKPOINT", "CONFIG", "CheckpointError", "CheckpointFormat", "CheckpointNotFound", "DeviceError",
+           "atomic_write",
            "checkpoint_path", "config_from_dict", "load_checkpoint", "pick_device", "restore_rng_state",
            "rng_state", "save_checkpoint", "seed_everything", "write_config"]
 
@@ -49,6 +50,27 @@ class CheckpointError(UserError, ValueError):
 
 class CheckpointNotFound(CheckpointError, FileNotFoundError):
     """No checkpoint file where one was expected."""
+
+
+class DeviceError(UserError, RuntimeError):
+    """A device that this machine does not have (`--device cuda` without CUDA, a bad name)."""
+
+
+def pick_device(device: Any = None) -> torch.device:
+    """The shared device rule (`datasets_build.core.device`), checked here so that `--device cuda`
+    on a machine without CUDA is one sentence instead of a traceback deep inside torch."""
+    try:
+        chosen = _pick_device(device)
+    except RuntimeError as error:  # torch.device("gpu"): "Expected one of cpu, cuda, ... device type"
+        raise DeviceError(f"--device {device!r} is not a torch device (use cpu, cuda or cuda:N)") from error
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"--device {device} asks for CUDA, but this machine has no CUDA device "
+                              "(use --device cpu)")
+        if chosen.index is not None and chosen.index >= count:
+            raise DeviceError(f"--device {device} asks for GPU {chosen.index}, but this machine has {count}")
+    return chosen
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,7 +81,7 @@ def format_table(results: dict[str, dict[str, Any]], count: int | None = None) -
 
 def main(argv: list[str] | None = None, prog: str = "python -m models evaluate retrieval") -> int:
     """The evaluation command line (flags derived from EvalOptions)."""
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
     add_options(parser, EvalOptions)
     a = from_args(EvalOptions, parser.parse_args(argv))
     results = evaluate(a.run, a.data, a.split, a.device, a.batch_size, a.seed, replications=a.replications)

@@ -15,6 +15,7 @@ runs under bf16 autocast; under torchrun each GPU runs a process (`models.traini
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -93,12 +94,19 @@ def validate(model: TMR, stats: Normalizer, text_encoder: TextEncoder, device: t
 
 def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
     """Train (or resume) into cfg.out; returns the run folder. `text_encoder` injects a frozen
-    encoder instead of loading `cfg.text_encoder` by name."""
+    encoder instead of loading `cfg.text_encoder` by name. A fresh run that fails leaves no folder."""
+    with loop.run_folder(cfg.out):
+        return _train(cfg, text_encoder)
+
+
+def _train(cfg: TrainConfig, text_encoder: TextEncoder | None) -> Path:
     run_dir = Path(cfg.out)
     dist, device = loop.init_distributed(cfg.device)
     seed_everything(cfg.seed)
     dataset = dataset_name(cfg.data)  # before the run folder is made: a wrong path leaves nothing behind
     state = loop.open_run(run_dir, FORMAT, cfg.resume)
+    if state:
+        loop.check_epochs(int(state["epoch"]), cfg.epochs, run_dir)
     record = state["text_encoder"] if state else {"name": cfg.text_encoder,
                                                    "checkpoint": cfg.text_encoder_checkpoint}
     if text_encoder is None:
@@ -136,6 +144,12 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
                          pin_memory=device.type == "cuda", sampler=sampler)
     log = loop.JsonlLog(run_dir / "log.jsonl")
     meter = loop.Throughput(device)
+    if cfg.progress and dist.is_main:
+        print(loop.parameter_line("TMR", model, len(loader), cfg.epochs - start_epoch), file=sys.stderr)
+    eta = loop.Eta(len(loader) * (cfg.epochs - start_epoch) if cfg.max_steps is None
+                   else min(cfg.max_steps - step, len(loader) * (cfg.epochs - start_epoch)),
+                   cfg.progress and dist.is_main)
+    first_epoch, epoch = start_epoch, start_epoch
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -155,6 +169,7 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
             loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
             step += 1
             meter.step()
+            eta.step()
             values = means.add(losses)
             bar.set_postfix(loss=f"{values['loss']:.4f}")
             if step % cfg.log_every == 0 and dist.is_main:
@@ -178,7 +193,7 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
         if loop.reached(step, cfg.max_steps):
             break
     if dist.is_main:
-        log.write(meter.summary())
+        log.write({**meter.summary(), "first_epoch": first_epoch, "epoch": epoch + 1, "step": step})
     loop.finish(dist)
     return run_dir
 
@@ -188,7 +203,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m models train retr
     cfg = parse_train_args(argv, prog, __doc__.split("\n\n")[0], TrainConfig, RetrievalConfig, PRESETS)
     run_dir = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # torchrun: one line, not one per process
-        print(f"trained {cfg.epochs} epochs into {run_dir}")
+        last = json.loads((run_dir / "log.jsonl").read_text().splitlines()[-1])  # the "run" line of this call
+        print(loop.epochs_done_line(run_dir, last["first_epoch"], last["epoch"], last["step"]))
     return 0
 
 

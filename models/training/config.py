@@ -99,7 +99,7 @@ def train_parser(prog: str, description: str, train_cls: type, model_cls: type,
               f"keeps the settings it was trained with):\n{settings_help(model_cls)}")
     if presets:
         epilog = f"presets (--preset NAME; explicit flags and --set win):\n{_presets_help(presets)}\n\n{epilog}"
-    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_options(parser, train_cls, exclude=_HAND_WRITTEN, defaults=defaults)
     parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -145,7 +145,7 @@ def parse_train_args(argv: list[str] | None, prog: str, description: str, train_
     defaults), then everything else; returns the `train_cls` instance."""
     defaults = None
     if presets:
-        early = argparse.ArgumentParser(add_help=False)
+        early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
         early.add_argument("--preset", choices=list(presets), default=None)
         known, _ = early.parse_known_args(argv)
         if known.preset:

@@ -4,8 +4,12 @@
 are samples of their own; `sample_index` computes the same list with numpy, tested equal) that reads
 motions straight from the Arrow memory map: the `motion` column's chunks are viewed as flat
 float32 frames plus row offsets, so a sample is a numpy slice of the mapped file (no per-row Python
-lists, no copy until normalisation). It pickles as a path plus small index arrays; a worker process
-reopens the Arrow files itself, so `DataLoader(num_workers=N)` stays cheap to start.
+lists, no copy until normalisation). Builds open through the public `datasets` API (`open_split`:
+a build folder, a DatasetDict or a `Dataset`, filtered/shuffled/selected ones too, read through
+their indices mapping; a streaming IterableDataset is refused with `StreamingNotSupported`). It
+pickles as the `Dataset` (file paths for a mapped one) plus small index arrays; a worker process
+maps the files again itself, so `DataLoader(num_workers=N)` stays cheap to start.
+`collate_ragged` batches rows read with `with_format("torch")` (ragged motions, zero-padded).
 
 Reference rules (T2M / MoMask `Text2MotionDataset`), all options of `DataOptions`:
 - keep samples with `min_length <= T < max_length` (HumanML3D 40..200, KIT-ML 24..200);
@@ -19,11 +23,9 @@ Reference rules (T2M / MoMask `Text2MotionDataset`), all options of `DataOptions
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -80,6 +82,10 @@ class DataOptions:
 
 
 # ----------------------------------------------------------------------------- Arrow views
+class StreamingNotSupported(DataError, TypeError):
+    """An IterableDataset: samples need random access by row."""
+
+
 def _load_build(data: str | os.PathLike) -> datasets.Dataset | datasets.DatasetDict:
     try:
         return datasets.load_from_disk(str(data))
@@ -87,35 +93,34 @@ def _load_build(data: str | os.PathLike) -> datasets.Dataset | datasets.DatasetD
         raise DataError(f"{data} is not a built dataset (datasets.load_from_disk finds none there)") from None
 
 
-def _split_files(data: str | os.PathLike | datasets.Dataset, split: str) -> list[str]:
-    """The Arrow files backing a split, so that any process can map them again."""
-    if not isinstance(data, datasets.Dataset):
-        # save_to_disk's layout: DIR/<split>/state.json lists the files; reading it directly saves
-        # load_from_disk's ~0.15 s (a tenth of the time to the first batch at HumanML3D scale)
-        folder = Path(data) / split if (Path(data) / "dataset_dict.json").is_file() else Path(data)
-        try:
-            names = [f["filename"] for f in json.loads((folder / "state.json").read_text())["_data_files"]]
-            if names and all((folder / n).is_file() for n in names):
-                return [str(folder / n) for n in names]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        ds = _load_build(data)
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise MissingSplit(f"split {split!r} is not in {data} (it has {', '.join(sorted(ds))})")
-            ds = ds[split]
-        data = ds
-    files = [f["filename"] for f in data.cache_files]
-    if not files or getattr(data, "_indices", None) is not None:  # a selection would not match the files' rows
-        raise ValueError("MotionDataset needs a split loaded from disk without select/shuffle/filter "
-                         "(it maps the Arrow files directly)")
-    return files
+def open_split(data: str | os.PathLike | datasets.Dataset | datasets.DatasetDict, split: str = "train"
+               ) -> datasets.Dataset:
+    """A split as a `datasets.Dataset`, through the public API: a build folder (load_from_disk),
+    a DatasetDict, or a Dataset as it is (filtered, shuffled or selected ones included)."""
+    if isinstance(data, (datasets.IterableDataset, datasets.IterableDatasetDict)):
+        raise StreamingNotSupported("a streaming (Iterable) dataset cannot be served by MotionDataset, which reads "
+                                    "rows by index: load the build with datasets.load_from_disk, or "
+                                    "load_dataset(..., streaming=False)")
+    if isinstance(data, datasets.Dataset):
+        return data
+    ds = data if isinstance(data, datasets.DatasetDict) else _load_build(data)
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise MissingSplit(f"split {split!r} is not in {data} (it has {', '.join(sorted(ds)) or 'none'})")
+        return ds[split]
+    return ds
 
 
-def _open_table(files: list[str]) -> pa.Table:
-    """Memory-map the files (the streaming IPC format `datasets` writes); nothing is read yet."""
-    tables = [pa.ipc.open_stream(pa.memory_map(f)).read_all() for f in files]
-    return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+def _arrow_view(ds: datasets.Dataset) -> tuple[pa.Table, np.ndarray | None]:
+    """(the Arrow table behind `ds`, memory-mapped when it was loaded from disk; the table rows of
+    `ds`'s rows in order, or None when they are the table's own). A filter/shuffle/select keeps
+    the table and adds an indices mapping; reading through it keeps the motions zero-copy, where
+    `flatten_indices()` would write a copy of the whole split."""
+    table = ds.data.table
+    indices = getattr(ds, "_indices", None)  # datasets has no public accessor for the mapping
+    if indices is None:
+        return table, None
+    return table, indices.column(0).to_numpy().astype(np.int64)
 
 
 def motion_chunks(table: pa.Table, column: str = "motion") -> list[tuple[np.ndarray, np.ndarray]]:
@@ -244,21 +249,25 @@ def sample_index(table: pa.Table, min_length: int | None, max_length: int | None
 class MotionDataset(torch.utils.data.Dataset):
     """Samples of one split of a built dataset, as the reference loaders serve them.
 
-    `data` is the build folder (`datasets.load_from_disk(data)[split]`) or a split loaded from disk.
+    `data` is the build folder (`datasets.load_from_disk(data)[split]`), a DatasetDict, or a
+    `datasets.Dataset` (a filtered or shuffled one serves its rows, in its order).
     `stats` is required: the model's own Normalizer, or None to return raw features on purpose.
     Items: {"motion": float32 [max_motion_length, D], "length": int, "caption": str, "name": str,
     "index": int}.
     """
 
-    def __init__(self, data: str | os.PathLike | datasets.Dataset, split: str = "train", *,
+    def __init__(self, data: str | os.PathLike | datasets.Dataset | datasets.DatasetDict, split: str = "train", *,
                  stats: Normalizer | None, options: DataOptions | None = None) -> None:
         self.options = options or DataOptions()
         self.stats = stats
-        self.files = _split_files(data, split)
-        table = _open_table(self.files)
-        index = sample_index(table, self.options.min_length, self.options.max_length)
+        self.source = open_split(data, split)  # pickles as its file paths when loaded from disk
+        table, selected = _arrow_view(self.source)
+        small = table.select(["length", "annotations"])
+        index = sample_index(small if selected is None else small.take(selected),
+                             self.options.min_length, self.options.max_length)
         # small index arrays, not Sample objects: they are what gets pickled to workers
-        self.rows, self.starts, self.ends = index["row"], index["start"], index["end"]
+        rows = index["row"] if selected is None else selected[index["row"]]  # table rows
+        self.rows, self.starts, self.ends = rows, index["start"], index["end"]
         self.prefix, self.ann_ptr, self.ann_index = index["prefix"], index["ann_ptr"], index["ann_index"]
         self._rows: _ArrowRows | None = _ArrowRows(table)
         self._rng: random.Random | None = None
@@ -277,7 +286,7 @@ class MotionDataset(torch.utils.data.Dataset):
     @property
     def arrow(self) -> _ArrowRows:
         if self._rows is None:
-            self._rows = _ArrowRows(_open_table(self.files))
+            self._rows = _ArrowRows(self.source.data.table)
         return self._rows
 
     @property
@@ -347,6 +356,34 @@ def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
             "annotation": torch.tensor([it.get("annotation", 0) for it in items])}
 
 
+def collate_ragged(items: list[dict[str, Any]], pad_to: int | None = None) -> dict[str, Any]:
+    """Collate rows of a build read with `with_format("torch")` (or "numpy"), whose motions have
+    different lengths, which torch's default collate refuses: `motion` zero-padded to the longest
+    (or `pad_to`) [B, T, D] float32, `length` [B], `mask` [B, T] bool; equal-shaped tensors of
+    other columns are stacked, everything else (ids, annotations) stays a list.
+
+        loader = DataLoader(ds["train"].with_format("torch"), batch_size=32, collate_fn=collate_ragged)
+    """
+    motions = [torch.as_tensor(it["motion"], dtype=torch.float32) for it in items]
+    length = torch.tensor([len(m) for m in motions], dtype=torch.long)
+    frames = max(int(length.max()) if len(items) else 0, pad_to or 0)
+    dim = motions[0].shape[-1] if motions else 0
+    motion = torch.zeros(len(items), frames, dim)
+    for i, m in enumerate(motions):
+        motion[i, :len(m)] = m
+    out: dict[str, Any] = {"motion": motion, "length": length,
+                           "mask": torch.arange(frames)[None, :] < length[:, None]}
+    for key in items[0] if items else ():
+        if key in out:
+            continue
+        values = [it[key] for it in items]
+        if all(isinstance(v, torch.Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1:
+            out[key] = torch.stack(values)
+        else:
+            out[key] = values
+    return out
+
+
 def make_loader(dataset: torch.utils.data.Dataset, batch_size: int = 64, shuffle: bool = True, num_workers: int = 0,
                 drop_last: bool = True, sampler: torch.utils.data.Sampler | None = None,
                 collate_fn: Any = collate, **kwargs: Any) -> torch.utils.data.DataLoader:
@@ -368,10 +405,11 @@ class MotionWindows(torch.utils.data.Dataset):
 
     def __init__(self, data: str | os.PathLike | datasets.Dataset, split: str = "train", *, stats: Normalizer | None,
                  window: int = 40) -> None:
-        self.files, self.stats, self.window = _split_files(data, split), stats, int(window)
-        table = _open_table(self.files)
+        self.source, self.stats, self.window = open_split(data, split), stats, int(window)
+        table, selected = _arrow_view(self.source)
         lengths = table.column("length").to_numpy().astype(np.int64)
-        self.rows = np.flatnonzero(lengths >= self.window)
+        rows = np.arange(len(lengths)) if selected is None else selected
+        self.rows = rows[lengths[rows] >= self.window]
         counts = lengths[self.rows] - self.window + 1
         self.ptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
         self._rows: _ArrowRows | None = _ArrowRows(table)
@@ -386,7 +424,7 @@ class MotionWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> np.ndarray:
         if self._rows is None:
-            self._rows = _ArrowRows(_open_table(self.files))
+            self._rows = _ArrowRows(self.source.data.table)
         k = int(np.searchsorted(self.ptr, index, side="right") - 1)
         start = int(index - self.ptr[k])
         frames = self._rows.motion(int(self.rows[k]))[start:start + self.window]
@@ -400,9 +438,15 @@ def compute_stats(data: str | os.PathLike | datasets.Dataset, split: str = "trai
     counted). `block_average="humanml3d"|"kitml"` averages std within each block of the feature
     layout, as the release's Std.npy does. Accumulates in float64 over the mapped chunks."""
     total, s1, s2 = 0, 0.0, 0.0
-    for frames, rows in motion_chunks(_open_table(_split_files(data, split))):
-        for lo in range(int(rows[0]), int(rows[-1]), 1 << 16):  # bounded float64 blocks
-            x = frames[lo:min(lo + (1 << 16), int(rows[-1]))].astype(np.float64)
+    table, selected = _arrow_view(open_split(data, split))
+    if selected is None:
+        blocks = ((frames, int(rows[0]), int(rows[-1])) for frames, rows in motion_chunks(table))
+    else:  # a filtered or shuffled split: its rows' frame ranges, each row once
+        arrow = _ArrowRows(table)
+        blocks = ((m, 0, len(m)) for m in (arrow.motion(int(r)) for r in np.unique(selected)))
+    for frames, first, last in blocks:
+        for lo in range(first, last, 1 << 16):  # bounded float64 blocks
+            x = frames[lo:min(lo + (1 << 16), last)].astype(np.float64)
             s1, s2, total = s1 + x.sum(0), s2 + (x * x).sum(0), total + len(x)
     if not total:
         raise DataError(f"split {split!r} has no frames")
@@ -413,10 +457,12 @@ def compute_stats(data: str | os.PathLike | datasets.Dataset, split: str = "trai
     return Normalizer(mean, np.maximum(std, eps))
 
 
-def dataset_name(data: str | os.PathLike) -> str:
+def dataset_name(data: str | os.PathLike | datasets.Dataset | datasets.DatasetDict) -> str:
     """`humanml3d` or `kitml`, from the feature width of a build (263 / 251)."""
-    ds = _load_build(data)
-    split = ds[next(iter(ds))] if isinstance(ds, datasets.DatasetDict) else ds
+    ds = data if isinstance(data, (datasets.Dataset, datasets.DatasetDict)) else _load_build(data)
+    if isinstance(ds, datasets.DatasetDict) and not len(ds):
+        raise DataError(f"{data} holds no splits")
+    split = ds[next(iter(ds))] if isinstance(ds, datasets.DatasetDict) else open_split(ds)
     width = split.features["motion"].shape[1]
     for name, spec in SPECS.items():
         if spec.feature_dim == width:
@@ -425,4 +471,5 @@ def dataset_name(data: str | os.PathLike) -> str:
 
 
 __all__ = ["DataError", "DataOptions", "MissingSplit", "MotionDataset", "MotionWindows", "Normalizer", "collate",
-           "compute_stats", "dataset_name", "make_loader", "motion_chunks", "sample_index"]
+           "collate_ragged", "compute_stats", "dataset_name", "make_loader", "motion_chunks", "open_split",
+           "sample_index", "StreamingNotSupported"]

@@ -1,7 +1,8 @@
 """The pieces of a training loop that every model repeats, as small functions (nanoGPT-style: the
 model's train.py keeps its loop visible and calls these in order; there is no trainer class).
 
-    state = open_run(run_dir, FORMAT, cfg.resume)            # None: a fresh run
+    state = open_run(run_dir, FORMAT, cfg.resume)            # None: a fresh run (inside `with run_folder(run_dir)`:
+                                                             # a fresh run that fails leaves no folder)
     seed_everything(cfg.seed); model, optimizer = ...
     epoch0, step = restore(state, model, optimizer)          # weights, moments, RNG: (0, 0) when fresh
     log = JsonlLog(run_dir / "log.jsonl")
@@ -30,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,38 @@ class RunExistsError(UserError, FileExistsError):
 
 class DivergedError(UserError, FloatingPointError):
     """The loss became NaN or infinite."""
+
+
+class NothingToDo(UserError, ValueError):
+    """A resumed run that already has the epochs asked for."""
+
+
+@contextlib.contextmanager
+def run_folder(run_dir: str | os.PathLike) -> Iterator[Path]:
+    """Around a training run: when it fails before its first checkpoint in a folder it created,
+    the folder goes (a config.json or stats.npz alone is no run, and would puzzle the next try)."""
+    run_dir = Path(run_dir)
+    existed = run_dir.exists()
+    try:
+        yield run_dir
+    except BaseException:
+        if not existed and run_dir.is_dir() and not (run_dir / CHECKPOINT).exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def check_epochs(done: int, epochs: int, run_dir: str | os.PathLike) -> None:
+    """A resumed run must have epochs left: `--epochs` is the total, counted from the first run."""
+    if done >= epochs:
+        raise NothingToDo(f"{run_dir} already has {done} epochs and --epochs is {epochs}: pass a larger "
+                          "--epochs to train on (it is the total, not the number to add)")
+
+
+def epochs_done_line(run_dir: str | os.PathLike, first: int, last: int, step: int) -> str:
+    """The closing line of a training command: which epochs this invocation ran, not the total asked."""
+    ran = last - first
+    since = f" (epochs {first + 1}-{last}; {first} done before, {step} steps in all)" if first else ""
+    return f"trained {ran} epoch{'s' if ran != 1 else ''} into {run_dir}{since}"
 
 
 def open_run(run_dir: str | os.PathLike, fmt: CheckpointFormat, resume: bool) -> dict[str, Any] | None:
@@ -192,9 +227,28 @@ class Dist:
         return self.world_size > 1
 
 
+def release_freed_memory(threshold: int = 1 << 20) -> bool:
+    """Make glibc hand freed activation buffers back to the OS. Its default mmap threshold grows to
+    32 MiB after the first large frees, so a CPU run's activations (a few MiB to 30 MiB each, of a
+    different size every batch) are carved from the heap and kept there: resident memory grew by
+    ~0.1-0.4 GB a step and a full-size TMR run was killed in epoch 4. A fixed 1 MiB threshold
+    keeps big tensors in mmaps released on free. No-op (False) off glibc."""
+    if os.name != "posix":
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-3, threshold))  # M_MMAP_THRESHOLD (also turns off the dynamic growth)
+    except (OSError, AttributeError):
+        return False
+
+
 def init_distributed(device: str | None = None) -> tuple[Dist, torch.device]:
     """(this process's Dist, its device). Under torchrun (WORLD_SIZE > 1) it joins the process group:
-    NCCL with one GPU per process (cuda:LOCAL_RANK), gloo on CPU; otherwise one plain process."""
+    NCCL with one GPU per process (cuda:LOCAL_RANK), gloo on CPU; otherwise one plain process.
+    It also caps glibc's memory retention (`release_freed_memory`), which every model run needs."""
+    release_freed_memory()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     chosen = pick_device(device)
     if world <= 1:
@@ -257,3 +311,42 @@ def progress(iterable: Iterable[Any], desc: str, enabled: bool = True) -> Iterat
     from tqdm import tqdm
 
     return tqdm(iterable, desc=desc, disable=not enabled, leave=False)
+
+
+def parameter_line(name: str, model: torch.nn.Module, steps_per_epoch: int, epochs: int) -> str:
+    """What a run is about to do, printed at its start: the size decides whether a CPU run is sensible."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return (f"{name}: {total / 1e6:.2f} M parameters ({trainable / 1e6:.2f} M trained), "
+            f"{steps_per_epoch} steps per epoch, {epochs} epochs")
+
+
+class Eta:
+    """One line with the measured time per step and the expected run time, after a few warm-up
+    steps (the first ones include the loader's start and allocator growth, so they are skipped)."""
+
+    def __init__(self, total_steps: int, enabled: bool = True, warmup: int = 1, measure: int = 2) -> None:
+        self.total, self.enabled, self.warmup, self.measure = total_steps, enabled, warmup, measure
+        self.count, self.since = 0, None
+
+    def step(self) -> None:
+        if not self.enabled:
+            return
+        self.count += 1
+        if self.count == self.warmup:
+            self.since = time.perf_counter()
+        elif self.since is not None and self.count == self.warmup + self.measure:
+            per_step = (time.perf_counter() - self.since) / self.measure
+            left = per_step * max(self.total - self.count, 0)
+            print(f"{per_step:.2f} s per step: about {_duration(left)} for the remaining "
+                  f"{max(self.total - self.count, 0)} steps (validation and checkpoints not counted)",
+                  file=sys.stderr)
+            self.enabled = False
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
