@@ -48,6 +48,8 @@ class Step:
     extra: ClassVar[str] = ""
     # Slow imports (spaCy pulls in torch) done once in the parent, before workers fork from it.
     preload: ClassVar[tuple[str, ...]] = ()
+    # GPUs (a fraction shares one) that each worker reserves under an executor that schedules GPUs (Ray).
+    num_gpus: ClassVar[float] = 0
     # A paragraph for the dataset card: the rule this step follows, when a column name is not enough.
     card_note: ClassVar[str] = ""
     # The papers whose method this step implements, cited by the card (keys of builder/citations.py).

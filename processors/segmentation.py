@@ -179,6 +179,7 @@ class Segmentation(Processor):
     requires: ClassVar[tuple[str, ...]] = ("torch",)
     extra: ClassVar[str] = "models"
     cacheable: ClassVar[bool] = True  # a model pass over ~G^2/2 segments per annotation range
+    num_gpus: ClassVar[float] = 0.5
     card_note: ClassVar[str] = (
         "Segmentation: `segmentation` cuts each annotation's frame range into one contiguous segment per "
         "sub-text, at the exact minimum of sum 1 - cos(text, motion segment) with the frozen encoders of a "

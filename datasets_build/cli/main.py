@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -45,6 +46,8 @@ examples:
   python -m datasets_build mate --source /data/HumanML3D --out /data/built/mate --segment-encoder runs/tmr
   python -m datasets_build show /tmp/sample --id 000001 --out /tmp/000001.gif
   python -m datasets_build stats /tmp/sample
+  python -m datasets_build humanml3d --source /shared/HumanML3D --out /shared/built/humanml3d --executor ray --ray-address auto
+  python -m datasets_build export-parquet /tmp/sample --out /tmp/sample-parquet
 """
 
 
@@ -78,6 +81,14 @@ def _add_build_options(parser: argparse.ArgumentParser) -> None:
                         help="with --source sample: base motions to generate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="with --source sample: generator seed")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where the chunks run: 'local' (this machine: this process, or --num-proc forked "
+                             "workers) or 'ray' (Ray Data actors on a Ray cluster; --num-proc is then the number of "
+                             "actors, by default the cluster's CPUs). The output is the same either way")
+    parser.add_argument("--ray-address", metavar="ADDR",
+                        help="the Ray cluster to run on (implies --executor ray): ray://HEAD:10001, HEAD:6379 or "
+                             "auto; default: RAY_ADDRESS, else a local Ray instance on loopback for this build. --out "
+                             "must then be on storage that every node mounts at the same path")
 
 
 def _version() -> str:
@@ -172,6 +183,13 @@ def make_parser() -> argparse.ArgumentParser:
     rmd.add_argument("--out", required=True, type=Path, metavar="FILE", help="the .npz file to write")
     rmd.add_argument("--any-encoder", action="store_true",
                      help="accept features of another encoder (the reference code expects CLIP ViT-B/32)")
+    parquet = _build_command(commands, "export-parquet", "write a build as sharded Parquet files (plain Arrow types)",
+                             "One folder of part-NNNNN.parquet files per split and side dataset, motions as "
+                             "list<fixed_size_list<float>[D]>, for polars, DuckDB, Spark and ray.data.read_parquet; "
+                             "features.json beside them gives the way back: datasets.Dataset.from_parquet(...)"
+                             ".cast(features).")
+    parquet.add_argument("--out", required=True, type=Path, metavar="PARQUET_DIR", help="folder for the Parquet files")
+    parquet.add_argument("--overwrite", action="store_true", help="replace a non-empty PARQUET_DIR")
     stats = _build_command(commands, "stats", "plot motion/caption length and annotation histograms of a build",
                            "Write histograms per split (motion length in seconds, caption length in words, "
                            "annotations per motion) as PNG files.")
@@ -203,7 +221,8 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
         source_note=source_note)
     if not recipe.uses_llm:
         config = recipe.config(source, args.out, options, **build_settings)
-        return _report(build(config), config)
+        with _executor(args) as executor:
+            return _report(build(config, executor), config)
     previewing = args.dry_run or bool(args.llm_batch_export)  # nothing is sent: no server, no segmentation
     if previewing and hasattr(options, "segmentation"):
         options = dataclasses.replace(options, segmentation=dataclasses.replace(options.segmentation,
@@ -219,7 +238,18 @@ def run_recipe(args: argparse.Namespace, argv: list[str]) -> int:
         if args.llm_batch_export:
             print(batch_export(config, asking, args.llm_batch_export))
             return 0
-        return _report(build(config), config)
+        with _executor(args) as executor:
+            return _report(build(config, executor), config)
+
+
+def _executor(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The executor that the flags ask for (None: the builder's local default); leaving it stops a
+    local Ray instance that it started."""
+    if args.executor != "ray" and not args.ray_address:
+        return contextlib.nullcontext(None)
+    from datasets_build.executor.ray import RayExecutor
+
+    return RayExecutor(address=args.ray_address, workers=args.num_proc)
 
 
 def _report(result: BuildResult, config: BuildConfig) -> int:
@@ -281,6 +311,11 @@ def run_command(args: argparse.Namespace, argv: list[str]) -> int:
 
         written = export_remodiffuse(args.built, args.out, require_clip=not args.any_encoder)
         print(f"wrote {args.out}: " + ", ".join(f"{k} {v}" for k, v in written.items()))
+        return 0
+    if args.command == "export-parquet":
+        from datasets_build.exports.parquet import export_parquet
+
+        print(export_parquet(args.built, args.out, overwrite=args.overwrite))
         return 0
     if args.command == "stats":
         from datasets_build.viz.browse import stats

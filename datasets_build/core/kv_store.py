@@ -14,11 +14,33 @@ import json
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 _CHUNK = 500  # keys per SELECT; SQLite caps the number of bound parameters
+
+
+def open_sqlite(path: Path) -> sqlite3.Connection:
+    """This process's connection to the SQLite file at `path`. Autocommit: each statement (or a
+    BEGIN ... COMMIT) commits on its own."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return sqlite3.connect(path, timeout=120, isolation_level=None)
+
+
+_connect: Callable[[Path], Any] = open_sqlite
+
+
+def connect_stores_with(connect: Callable[[Path], Any] | None) -> None:
+    """Open the stores of this process with `connect(path)` from now on (None: `open_sqlite`).
+
+    An executor whose workers run on other machines sets it in those workers, so that their
+    statements reach the one process that owns the files: SQLite's locks and WAL index do not work
+    across machines. The connection needs `execute(sql, params)` (iterable, `fetchone()`),
+    `executemany(sql, rows)` and `close()`.
+    """
+    global _connect
+    _connect = connect or open_sqlite
 
 
 class SqliteStore:
@@ -33,9 +55,7 @@ class SqliteStore:
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Autocommit: each statement (or `with self.transaction()`) commits on its own.
-            self._db = sqlite3.connect(self.path, timeout=120, isolation_level=None)
+            self._db = _connect(self.path)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (key TEXT PRIMARY KEY, {self.columns})")

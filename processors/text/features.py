@@ -43,6 +43,7 @@ class TextFeatures(Processor):
     version: ClassVar[str] = "1"
     inputs: ClassVar[tuple[str, ...]] = ("annotations",)
     cacheable: ClassVar[bool] = False  # caches per caption itself (see the module docstring)
+    num_gpus: ClassVar[float] = 0.25  # a text encoder leaves room for three more on one GPU
 
     encoder: str = "minilm"  # "clip" (ReMoDiffuse), "clip-random" (tests), "minilm"
     checkpoint: str | None = None  # CLIP state dict file; a model folder for minilm; the seed for clip-random
