@@ -41,3 +41,15 @@ def run_build(source: Path, out: Path, dataset: str = "humanml3d", **kwargs):
 def copy_release(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: two OpenMP threads on a busy 2-core machine spin-wait
+    each other and run ~10x slower. Modules ask for it with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,12 +24,7 @@ TINY = EvaluatorConfig(dim_movement_enc_hidden=16, dim_movement_dec_hidden=16, d
 WORDS = ["sos", "eos", "unk", "a", "person", "walk", "left", "hand", "wave", "the", "forward", "slowly", "jump"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()  # two threads on a busy 2-core machine are ~10x slower
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 def write_glove(folder, words=WORDS, dim=300, seed=0, numpy_ints=False):

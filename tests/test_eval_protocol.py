@@ -24,12 +24,7 @@ from models.eval.train import PRESETS, TrainConfig, train
 from models.registry import ModelEntry
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()  # two threads on a busy 2-core machine are ~10x slower
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,7 @@ MODEL_FLAGS = [x for k, v in TINY.items() for x in ("--model", f"{k}={v}")]
 QUICK = ["--device", "cpu", "--num-workers", "0", "--quiet", "--batch-size", "32", "--lr", "3e-3", "--log-every", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()  # two threads on a busy 2-core machine are ~10x slower
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,7 @@ QUICK = ["--device", "cpu", "--num-workers", "0", "--quiet", "--batch-size", "32
          *[x for k, v in TINY.items() for x in ("--set", f"{k}={v}")]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module")

@@ -45,12 +45,7 @@ class HashedTextEncoder:
         return tokens.sum(1) / mask.sum(1, keepdims=True)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 def _text(model, captions):

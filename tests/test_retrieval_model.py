@@ -60,13 +60,7 @@ class HashedTextEncoder:
         return (tokens.sum(1) / mask.sum(1, keepdims=True)).astype(np.float32)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two OpenMP threads on a busy 2-core machine spin-wait each other: one thread is ~10x faster
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module")

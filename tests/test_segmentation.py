@@ -14,7 +14,6 @@ import json
 import datasets
 import numpy as np
 import pytest
-import torch
 from datasets import Features, List, Value
 
 import processors.segmentation as seg
@@ -279,12 +278,7 @@ def test_a_missing_checkpoint_says_where(tmp_path):
 # ----------------------------------------------------------------------------- with a trained model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()  # two threads on a busy 2-core machine are ~10x slower
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module")
