@@ -5,9 +5,11 @@ kept on the device), on the current device.
     .venv/bin/python benchmarks/train_step.py --data built/sample --model motiondiffuse --preset paper \
         --batch-size 8 --steps 5 [--device cpu|cuda] [--json OUT.json]
 
-A generator joins by adding a `STEPS` entry: a function (preset, data, batch_size, device) -> (one
-optimizer step on a batch dict, the loader); the frozen text encoder is replaced by fixed random
-token features of its width (its forward is a one-time cache in training, not a per-step cost).
+A model joins by defining `benchmark_step(preset, data, batch_size, device) -> (step, loader)` in its
+train module (the registry's "train" command): `step(batch)` is one optimizer step on a batch of
+`loader`. A frozen text encoder is replaced by fixed random token features of its width
+(`models.training.loop.random_token_features`: its forward is a one-time cache in training, not a
+per-step cost).
 Peak memory is torch's peak allocation on CUDA and the process's peak RSS on CPU.
 """
 
@@ -26,46 +28,21 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-class RandomTokens:
-    """Stand-in for the frozen text encoder's cache: fixed random (L, width) features per caption."""
+def benchmark_steps() -> dict:
+    """{model name: its train module's `benchmark_step`}, for every registered model that has one."""
+    import importlib
 
-    def __init__(self, width: int, length: int = 16) -> None:
-        self.width, self.length = width, length
+    from models.registry import discover
 
-    def batch(self, captions, device):
-        g = torch.Generator().manual_seed(len(captions))
-        tokens = torch.randn(len(captions), self.length, self.width, generator=g).to(device)
-        return tokens, torch.ones(len(captions), self.length, dtype=torch.bool, device=device)
-
-
-def motiondiffuse_step(preset: str, data: str, batch_size: int, device: torch.device):
-    from models.motiondiffuse.model import MotionDiffuse, MotionDiffuseConfig, masked_loss
-    from models.motiondiffuse.train import PRESETS, data_options
-    from models.training import loop
-    from models.training.data import MotionDataset, compute_stats, dataset_name, make_loader
-
-    stats = compute_stats(data, "train")
-    cfg = MotionDiffuseConfig(**{**PRESETS[preset].model, "motion_dim": len(stats.mean)})
-    model = MotionDiffuse(cfg).to(device)
-    diffusion = cfg.diffusion()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
-    text = RandomTokens(cfg.token_dim)
-    dataset = MotionDataset(data, "train", stats=stats, options=data_options(dataset_name(data)))
-    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10**6)
-    loader = make_loader(dataset, batch_size, sampler=sampler, num_workers=0)
-
-    def step(batch):
-        length = int(batch["length"].max())
-        x0 = batch["motion"][:, :length].to(device)
-        mask = batch["mask"][:, :length].to(device)
-        with loop.autocast(device):
-            losses = masked_loss(diffusion, model, x0, mask, model.encode_text(*text.batch(batch["caption"], device)))
-        loop.optimizer_step(losses["loss"], model, optimizer, 0.5)
-
-    return step, loader
+    steps = {}
+    for name, entry in discover().items():
+        module = entry.commands.get("train")
+        if module and hasattr(importlib.import_module(module), "benchmark_step"):
+            steps[name] = getattr(importlib.import_module(module), "benchmark_step")
+    return steps
 
 
-STEPS = {"motiondiffuse": motiondiffuse_step}
+STEPS = benchmark_steps()
 
 
 def peak_mb(device: torch.device) -> float:

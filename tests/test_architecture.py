@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_MODEL_PACKAGES = {"base", "training", "eval", "nn", "diffusion"}  # used by every model
+SHARED_MODEL_PACKAGES = {"base", "training", "eval", "nn", "diffusion", "vq"}  # used by several models
 
 
 def _contracts() -> dict[str, dict]:

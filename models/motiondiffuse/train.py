@@ -186,3 +186,27 @@ def main(argv: list[str] | None = None, prog: str = "python -m models train moti
 
 if __name__ == "__main__":
     sys.exit(run_command(main))
+
+
+def benchmark_step(preset: str, data: str, batch_size: int, device: torch.device):
+    """(one optimizer step on a batch, its loader) for `benchmarks/train_step.py`; random token features
+    replace the frozen text encoder."""
+    stats = compute_stats(data, "train")
+    cfg = MotionDiffuseConfig(**{**PRESETS[preset].model, "motion_dim": len(stats.mean)})
+    model = MotionDiffuse(cfg).to(device)
+    diffusion = cfg.diffusion()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+    dataset = MotionDataset(data, "train", stats=stats, options=data_options(dataset_name(data)))
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=10**6)
+    loader = make_loader(dataset, batch_size, sampler=sampler, num_workers=0)
+
+    def step(batch: dict) -> None:
+        length = int(batch["length"].max())
+        x0 = batch["motion"][:, :length].to(device)
+        mask = batch["mask"][:, :length].to(device)
+        tokens = loop.random_token_features(batch["caption"], cfg.token_dim, device)
+        with loop.autocast(device):
+            losses = masked_loss(diffusion, model, x0, mask, model.encode_text(*tokens))
+        loop.optimizer_step(losses["loss"], model, optimizer, 0.5)
+
+    return step, loader

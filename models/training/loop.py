@@ -140,6 +140,15 @@ def optimizer_step(loss: torch.Tensor, model: torch.nn.Module | Sequence[torch.n
         opt.step()
 
 
+def random_token_features(captions: Sequence[str], width: int, device: torch.device,
+                          length: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed random (B, length, width) token features and an all-true mask: a frozen text encoder's
+    stand-in for throughput benchmarks (its forward is a one-time cache in training)."""
+    g = torch.Generator().manual_seed(len(captions))
+    tokens = torch.randn(len(captions), length, width, generator=g).to(device)
+    return tokens, torch.ones(len(captions), length, dtype=torch.bool, device=device)
+
+
 def reached(step: int, max_steps: int | None) -> bool:
     """Whether a run limited to `max_steps` optimizer steps (None: no limit) must stop now."""
     return max_steps is not None and step >= max_steps
