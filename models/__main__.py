@@ -82,22 +82,58 @@ class GenerateOptions:
     device: str | None = option(None, "cuda, cuda:N or cpu (default: cuda when available)")
 
 
-def load_generator(run: str, device: str | None, models: dict[str, ModelEntry] | None = None) -> object:
-    """The generator of a run folder, through the registry entry that writes its checkpoints."""
+def generator_settings(load: object, pairs: list[str], run: str) -> dict[str, object]:
+    """`--set KEY=VALUE` pairs typed by the keyword parameters of the model's `load` (respacing, method...)."""
+    import inspect
+    import typing
+
+    from datasets_build.core.flags import OptionError, parse_value
+
+    hints = typing.get_type_hints(load)
+    names = [n for n in inspect.signature(load).parameters if n not in ("run_dir", "device", "text_encoder")]
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = (part.strip() for part in pair.partition("="))
+        if not sep or key not in names:
+            raise OptionError(f"--set {pair!r}: the generator of {run} takes "
+                              f"{', '.join(f'{n}=VALUE' for n in names) or 'no settings'}")
+        out[key] = parse_value(value, hints[key], f"--set {pair!r}")
+    return out
+
+
+def load_generator(run: str, device: str | None, models: dict[str, ModelEntry] | None = None,
+                   settings: list[str] | None = None) -> object:
+    """The generator of a run folder, through the registry entry that writes its checkpoints; `settings`
+    are `KEY=VALUE` keyword arguments of the model's `load` (sampling choices such as respacing)."""
     entry = entry_for_run(run, models if models is not None else registry())
     if not entry.generator:
         raise NotAGenerator(f"{run} is a {entry.name} run, and {entry.name} generates no motions")
-    return load_object(entry.generator)(run, device)
+    load = load_object(entry.generator)
+    return load(run, device, **generator_settings(load, settings or [], run))
+
+
+def add_generator_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a sampling setting of the model's generator, repeatable: respacing=50 method=ddim "
+                             "(the diffusion models), drop_first_last=true (FineMotionDiffuse)")
 
 
 def generate_main(argv: list[str] | None, prog: str = "python -m models generate") -> int:
     parser = argparse.ArgumentParser(prog=prog, allow_abbrev=False, description="Generate one motion from a trained generator's run.")
     add_options(parser, GenerateOptions)
-    a = from_args(GenerateOptions, parser.parse_args(argv))
-    generator = load_generator(a.run, a.device)
+    add_generator_flags(parser)
+    parser.add_argument("--step", dest="steps", action="append", default=[], metavar="TEXT",
+                        help="a fine-grained step of the motion, repeatable in order (FineMotionDiffuse; without "
+                             "steps it generates from the caption alone)")
+    args = parser.parse_args(argv)
+    a = from_args(GenerateOptions, args)
+    generator = load_generator(a.run, a.device, settings=args.settings)
     import numpy as np  # after the registry: --help stays light
 
-    motion = np.asarray(generator.generate([a.text], [a.length], a.seed)[0], np.float32)
+    if args.steps and not hasattr(generator, "use_build"):
+        raise NotAGenerator(f"{a.run}: this model reads no fine-grained steps (--step)")
+    extra = {"steps": [args.steps]} if args.steps else {}
+    motion = np.asarray(generator.generate([a.text], [a.length], a.seed, **extra)[0], np.float32)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     np.save(a.out, motion)
     print(f"wrote {a.out}: {motion.shape[0]} frames x {motion.shape[1]} features for {a.text!r}")
@@ -148,7 +184,9 @@ def evaluate_main(argv: list[str] | None, prog: str = "python -m models evaluate
         description="Score a generator (or the ground truth) with Guo et al.'s evaluator and the papers' protocol; "
                     "prints the papers' table with 95% intervals.")
     add_options(parser, EvaluateOptions)
-    a = from_args(EvaluateOptions, parser.parse_args(argv))
+    add_generator_flags(parser)
+    args = parser.parse_args(argv)
+    a = from_args(EvaluateOptions, args)
     from models.base import pick_device
     from models.eval.evaluator import load_evaluator
     from models.eval.protocol import (
@@ -159,7 +197,9 @@ def evaluate_main(argv: list[str] | None, prog: str = "python -m models evaluate
     if a.run == GROUND_TRUTH:
         name, generator = GroundTruth.name, GroundTruth()
     else:
-        name, generator = Path(a.run).name, load_generator(a.run, str(device))
+        name, generator = Path(a.run).name, load_generator(a.run, str(device), settings=args.settings)
+        if hasattr(generator, "use_build"):  # generators that read per-caption fields of the build (fine steps)
+            generator.use_build(a.data, a.split)
     evaluator = load_evaluator(a.evaluator, a.glove, device)
     started = time.perf_counter()
     test = EvaluationSet(a.data, evaluator, a.split, a.seed)

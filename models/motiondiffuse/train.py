@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ import torch
 from datasets_build.core.flags import option
 from datasets_build.text.encoders import ENCODERS, TextEncoder, load_text_encoder
 from datasets_build.text.feature_cache import TextFeatureCache
-from models.base import atomic_write, config_from_dict, seed_everything, write_config
+from models.base import CheckpointFormat, atomic_write, config_from_dict, seed_everything, write_config
 from models.motiondiffuse.api import (
     FORMAT, check_text_encoder, encoder_record, feat_bias_stats, fill_from_build, save_checkpoint,
 )
@@ -87,7 +87,10 @@ def setup_run(cfg: TrainConfig, model_cls: type, config_cls: type, fmt, text_enc
         model_cfg = config_from_dict(config_cls, state["model_config"], run_dir)
         options = config_from_dict(DataOptions, state["data_options"], run_dir)
     else:
-        model_cfg = config_cls(**{"motion_dim": 0, "token_dim": text_encoder.token_dim, **cfg.model})
+        widths = {"token_dim": text_encoder.token_dim}
+        if "pooled_dim" in {f.name for f in fields(config_cls)}:  # a model that also reads pooled features
+            widths["pooled_dim"] = int(getattr(text_encoder, "dim", text_encoder.token_dim))
+        model_cfg = config_cls(**{"motion_dim": 0, **widths, **cfg.model})
         model_cfg.motion_dim = int(compute_stats(cfg.data, cfg.split).mean.shape[0])
         stats = feat_bias_stats(compute_stats(cfg.data, cfg.split, block_average=dataset), model_cfg.feat_bias)
         options = data_options(dataset)
@@ -109,20 +112,36 @@ def epoch_loader(train_set, cfg: TrainConfig, dist, device):
     return sampler, loader
 
 
-def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
-    """Train (or resume) into cfg.out; `text_encoder` injects a frozen encoder instead of loading it by name."""
+class CoarseText:
+    """The text condition of a batch: the frozen encoder's cached token features of its captions."""
+
+    def __init__(self, cfg: TrainConfig, train_set: MotionDataset, text_encoder: TextEncoder, model_cfg: Any,
+                 announce: bool) -> None:
+        self.cache = TextFeatureCache(text_encoder)
+        if cfg.token_features:
+            fill_from_build(self.cache, cfg.data, cfg.split)
+        self.cache.add([c for i in range(len(train_set)) for c in train_set.captions(i)], progress=cfg.progress)
+
+    def __call__(self, model: MotionDiffuse, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
+        tokens, token_mask, _ = self.cache.batch(batch["caption"], device)
+        return model.encode_text(tokens, token_mask)
+
+
+def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None, *, model_cls: type = MotionDiffuse,
+          config_cls: type = MotionDiffuseConfig, fmt: CheckpointFormat = FORMAT,
+          condition: Callable[..., Any] = CoarseText) -> Path:
+    """Train (or resume) into cfg.out; `text_encoder` injects a frozen encoder instead of loading it by name.
+    A model that extends MotionDiffuse (FineMotionDiffuse) passes its classes, checkpoint format and
+    `condition(cfg, train_set, text_encoder, model_cfg, announce)`, which maps a batch to its text memory."""
     run_dir = Path(cfg.out)
     state, device, dist, text_encoder, record, stats, model_cfg, options = setup_run(
-        cfg, MotionDiffuse, MotionDiffuseConfig, FORMAT, text_encoder)
+        cfg, model_cls, config_cls, fmt, text_encoder)
     train_set = MotionDataset(cfg.data, cfg.split, stats=stats, options=options)
     if len(train_set) < 1:
         raise DataError(f"split {cfg.split!r} of {cfg.data} has no samples after the length filters")
-    cache = TextFeatureCache(text_encoder)
-    if cfg.token_features:
-        fill_from_build(cache, cfg.data, cfg.split)
-    cache.add([c for i in range(len(train_set)) for c in train_set.captions(i)], progress=cfg.progress)
+    text_of = condition(cfg, train_set, text_encoder, model_cfg, dist.is_main and cfg.progress)
 
-    model = MotionDiffuse(model_cfg).to(device)
+    model = model_cls(model_cfg).to(device)
     diffusion = model_cfg.diffusion()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     start_epoch, step = loop.restore(state, model, optimizer)
@@ -145,9 +164,8 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
             length = int(batch["length"].max())  # padded frames change neither the loss nor valid outputs
             x0 = batch["motion"][:, :length].to(device, non_blocking=True)
             mask = batch["mask"][:, :length].to(device, non_blocking=True)
-            tokens, token_mask, _ = cache.batch(batch["caption"], device)
             with loop.autocast(device):
-                losses = masked_loss(diffusion, net, x0, mask, model.encode_text(tokens, token_mask))
+                losses = masked_loss(diffusion, net, x0, mask, text_of(model, batch, device))
             loop.check_finite(losses["loss"], epoch + 1, step)
             loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
             step += 1
@@ -165,7 +183,7 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:
             log.write(summary)
             if cfg.progress:
                 print(f"epoch {epoch + 1}: loss {summary.get('loss', float('nan')):.4f}", file=sys.stderr)
-            save_checkpoint(run_dir, FORMAT, model=model, optimizer=optimizer, stats=stats, text_encoder=record,
+            save_checkpoint(run_dir, fmt, model=model, optimizer=optimizer, stats=stats, text_encoder=record,
                             epoch=epoch + 1, step=step, train_config=cfg, data_options=options)
         loop.barrier(dist)
         if loop.reached(step, cfg.max_steps):

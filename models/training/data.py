@@ -314,6 +314,11 @@ class MotionDataset(torch.utils.data.Dataset):
         row = int(self.rows[index])
         return [self.arrow.caption(row, int(a)) for a in self.ann_index[self.ann_ptr[index]:self.ann_ptr[index + 1]]]
 
+    def annotation_of(self, index: int, pick: int) -> tuple[int, int]:
+        """(row of the split, annotation within that row) of caption `pick` of `captions(index)`: where the
+        per-annotation columns of a build (`fine`, `subtexts`) keep that caption's fields."""
+        return int(self.rows[index]), int(self.ann_index[self.ann_ptr[index] + pick])
+
     def word_tokens(self, index: int) -> list[list[str]]:
         """Per caption of `captions(index)`, its `word/POS` tokens (the evaluator's text input)."""
         row = int(self.rows[index])
