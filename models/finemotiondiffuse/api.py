@@ -11,19 +11,18 @@ the coarse caption alone; `fallbacks` counts them. Sampling is MotionDiffuse's (
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from datasets_build.motion.normalizer import Normalizer
-from datasets_build.text.encoders import TextEncoder, load_text_encoder
+from datasets_build.text.encoders import TextEncoder
 from datasets_build.text.feature_cache import TextFeatureCache
-from models import base
-from models.base import CheckpointFormat, config_from_dict, pick_device
+from models.base import CheckpointFormat, pick_device
 from models.finemotiondiffuse.data import select_steps, step_features, steps_by_caption
 from models.finemotiondiffuse.model import FineMotionDiffuse, FineMotionDiffuseConfig
-from models.motiondiffuse.api import DiffusionGenerator, GenerationError, check_text_encoder, text_batch
+from models.motiondiffuse.api import DiffusionGenerator, GenerationError, load_parts, text_batch
 
 FORMAT = CheckpointFormat("finemotiondiffuse", 1)
 
@@ -67,13 +66,7 @@ def load(run_dir: str | os.PathLike, device: str | torch.device | None = None,
          drop_first_last: bool | None = None) -> FineGenerator:
     """The generator of RUN_DIR (its text encoder loaded by name unless given; it must be the trained one)."""
     device = pick_device(device)
-    state: dict[str, Any] = base.load_checkpoint(run_dir, FORMAT, "cpu")
-    model = FineMotionDiffuse(config_from_dict(FineMotionDiffuseConfig, state["model_config"],
-                                               base.checkpoint_path(run_dir)))
-    model.load_state_dict(state["model"])
-    record = state["text_encoder"]
-    if text_encoder is None:
-        text_encoder = load_text_encoder(record["name"], record["checkpoint"], str(device))
-    check_text_encoder(text_encoder, record)
-    return FineGenerator(model, Normalizer.from_state_dict(state["stats"]), text_encoder, device,
-                         respacing=respacing, method=method, drop_first_last=drop_first_last)
+    model, stats, text_encoder = load_parts(run_dir, device, text_encoder, FORMAT, FineMotionDiffuse,
+                                            FineMotionDiffuseConfig)
+    return FineGenerator(model, stats, text_encoder, device, respacing=respacing, method=method,
+                         drop_first_last=drop_first_last)

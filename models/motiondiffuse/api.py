@@ -106,19 +106,27 @@ def load_state(run_dir: str | os.PathLike, fmt: CheckpointFormat = FORMAT) -> di
     return base.load_checkpoint(run_dir, fmt, "cpu")
 
 
-def load(run_dir: str | os.PathLike, device: str | torch.device | None = None,
-         text_encoder: TextEncoder | None = None, respacing: str = "", method: str = "ddpm") -> DiffusionGenerator:
-    """The generator of RUN_DIR (its text encoder loaded by name unless given; it must be the trained one)."""
-    device = pick_device(device)
-    state = load_state(run_dir)
-    model = MotionDiffuse(config_from_dict(MotionDiffuseConfig, state["model_config"], base.checkpoint_path(run_dir)))
+def load_parts(run_dir: str | os.PathLike, device: torch.device, text_encoder: TextEncoder | None = None,
+               fmt: CheckpointFormat = FORMAT, model_cls: type = MotionDiffuse,
+               config_cls: type = MotionDiffuseConfig) -> tuple[Any, Normalizer, TextEncoder]:
+    """(the trained network, its Normalizer, its frozen text encoder) of RUN_DIR; the encoder is loaded by
+    name unless given, and must be the trained one. Models that extend MotionDiffuse pass their classes."""
+    state = load_state(run_dir, fmt)
+    model = model_cls(config_from_dict(config_cls, state["model_config"], base.checkpoint_path(run_dir)))
     model.load_state_dict(state["model"])
     record = state["text_encoder"]
     if text_encoder is None:
         text_encoder = load_text_encoder(record["name"], record["checkpoint"], str(device))
     check_text_encoder(text_encoder, record)
-    return DiffusionGenerator(model, Normalizer.from_state_dict(state["stats"]), text_encoder, device,
-                              respacing=respacing, method=method)
+    return model, Normalizer.from_state_dict(state["stats"]), text_encoder
+
+
+def load(run_dir: str | os.PathLike, device: str | torch.device | None = None,
+         text_encoder: TextEncoder | None = None, respacing: str = "", method: str = "ddpm") -> DiffusionGenerator:
+    """The generator of RUN_DIR (its text encoder loaded by name unless given; it must be the trained one)."""
+    device = pick_device(device)
+    model, stats, text_encoder = load_parts(run_dir, device, text_encoder)
+    return DiffusionGenerator(model, stats, text_encoder, device, respacing=respacing, method=method)
 
 
 def fill_from_build(cache: Any, data: str | os.PathLike, split: str, column: str = "text_token_features") -> int:
