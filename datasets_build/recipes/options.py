@@ -123,3 +123,15 @@ class NeighbourOptions:
     keep_mirrors: bool = option(False, "allow a motion's mirror as its neighbour (its own motion never is)")
     reference_retrieval: bool = option(False, "ReMoDiffuse's behaviour: skip candidates of equal length instead of "
                                               "excluding by id")
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionTokenOptions:
+    title: ClassVar[str] = "motion tokens"
+    description: ClassVar[str] = ("code ids of a trained motion VQ-VAE for every motion and its mirror, so token models "
+                                  "never re-encode")
+
+    motion_tokenizer: str | None = option(None, "a trained VQ-VAE run folder (python -m models train vqvae): adds "
+                                                "motion_tokens, mirror_motion_tokens and subclip_tokens",
+                                          metavar="RUN_DIR")
+    tokenizer_device: str | None = option(None, "cuda or cpu for the tokenizer (default: cuda when available)")
