@@ -8,6 +8,7 @@ classes lazily), so that listing the models imports no torch.
         checkpoint="retrieval",                 # the package of its checkpoints' format tag
         generator=None)                         # "module:function" whose function(run_dir, device) -> Generator
 
+A package that holds several models (LaMP: pretraining, T2M, M2T) adds `MODELS = (entry, ...)`.
 `discover()` imports every subpackage of `models` (not the modules inside it) and collects the
 entries. `entry_for_run(run_dir)` reads a run folder's format tag ("models.<package>/<version>")
 and returns the entry that writes it, which is how `generate --run` and `evaluate --run` find the
@@ -48,9 +49,10 @@ def discover() -> dict[str, ModelEntry]:
     for info in sorted(pkgutil.iter_modules(models.__path__), key=lambda m: m.name):
         if not info.ispkg:
             continue
-        entry = getattr(importlib.import_module(f"models.{info.name}"), "MODEL", None)
-        if isinstance(entry, ModelEntry):
-            found[entry.name] = entry
+        module = importlib.import_module(f"models.{info.name}")
+        for entry in (getattr(module, "MODEL", None), *getattr(module, "MODELS", ())):
+            if isinstance(entry, ModelEntry):
+                found[entry.name] = entry
     return found
 
 
