@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -49,7 +48,8 @@ class TrainConfig(TrainOptions):
     batch_size: int = option(128, "samples per optimizer step (per GPU)", metavar="B", positive=True)
     lr: float = option(2e-4, "Adam learning rate (constant)")
     grad_clip: float | None = option(0.5, "clip the gradient norm to this (0: no clipping)")
-    text_encoder: EncoderName = option("clip", "the frozen text encoder (clip: ViT-B/32; clip-random: offline tests)")
+    text_encoder: str = option("clip", "the frozen text encoder (clip: ViT-B/32; clip-random: offline tests; "
+                                       "mate:RUN: a MATE run's motion-aligned CLIP)")
     text_encoder_checkpoint: str | None = option(None, "local weights for the text encoder", metavar="PATH")
     token_features: bool = option(False, "read the build's precomputed CLIP token features (a build made with "
                                          "--token-features by the same encoder) instead of running the encoder")
@@ -147,8 +147,9 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None, *, model_cl
     start_epoch, step = loop.restore(state, model, optimizer)
     net = loop.distribute(model, dist, device)
     sampler, loader = epoch_loader(train_set, cfg, dist, device)
-    log = loop.JsonlLog(run_dir / "log.jsonl")
-    meter = loop.Throughput(device)
+    book = loop.Bookkeeping(run_dir, device, dist, step=step, log_every=cfg.log_every, max_steps=cfg.max_steps,
+                            progress=cfg.progress)
+    book.announce(model_cls.__name__, model, len(loader), cfg.epochs - start_epoch)
 
     for epoch in range(start_epoch, cfg.epochs):
         # every epoch draws from its own seed (shuffle, crops, captions, t, noise): a resumed run
@@ -157,39 +158,24 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None, *, model_cl
         model.train()
         if isinstance(sampler, torch.utils.data.DistributedSampler):
             sampler.set_epoch(epoch)
-        means, started = loop.Means(), time.time()
-        bar = loop.progress(loader, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and dist.is_main)
-        meter.resume()
-        for batch in bar:
+        for batch in book.batches(loader, epoch, cfg.epochs):
             length = int(batch["length"].max())  # padded frames change neither the loss nor valid outputs
             x0 = batch["motion"][:, :length].to(device, non_blocking=True)
             mask = batch["mask"][:, :length].to(device, non_blocking=True)
             with loop.autocast(device):
                 losses = masked_loss(diffusion, net, x0, mask, text_of(model, batch, device))
-            loop.check_finite(losses["loss"], epoch + 1, step)
-            loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
-            step += 1
-            meter.step()
-            values = means.add(losses)
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
-            if step % cfg.log_every == 0 and dist.is_main:
-                log.write({"kind": "step", "epoch": epoch + 1, "step": step, **values})
-            if loop.reached(step, cfg.max_steps):
+            if book.optimize(losses, model, optimizer, cfg.grad_clip):
                 break
-        meter.pause()
-        summary = {"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": round(time.time() - started, 3),
-                   **loop.mean_across(means.means(), dist, device)}
+        summary = book.end_epoch()
         if dist.is_main:
-            log.write(summary)
             if cfg.progress:
                 print(f"epoch {epoch + 1}: loss {summary.get('loss', float('nan')):.4f}", file=sys.stderr)
             save_checkpoint(run_dir, fmt, model=model, optimizer=optimizer, stats=stats, text_encoder=record,
-                            epoch=epoch + 1, step=step, train_config=cfg, data_options=options)
+                            epoch=epoch + 1, step=book.step, train_config=cfg, data_options=options)
         loop.barrier(dist)
-        if loop.reached(step, cfg.max_steps):
+        if book.finished:
             break
-    if dist.is_main:
-        log.write(meter.summary())
+    book.finish()
     loop.finish(dist)
     return run_dir
 

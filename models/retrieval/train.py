@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -142,58 +141,38 @@ def _train(cfg: TrainConfig, text_encoder: TextEncoder | None) -> Path:
     sampler = loop.shard(train_set, dist, cfg.seed)
     loader = make_loader(train_set, min(cfg.batch_size, len(train_set)), shuffle=True, num_workers=cfg.num_workers,
                          pin_memory=device.type == "cuda", sampler=sampler)
-    log = loop.JsonlLog(run_dir / "log.jsonl")
-    meter = loop.Throughput(device)
-    if cfg.progress and dist.is_main:
-        print(loop.parameter_line("TMR", model, len(loader), cfg.epochs - start_epoch), file=sys.stderr)
-    eta = loop.Eta(len(loader) * (cfg.epochs - start_epoch) if cfg.max_steps is None
-                   else min(cfg.max_steps - step, len(loader) * (cfg.epochs - start_epoch)),
-                   cfg.progress and dist.is_main)
+    book = loop.Bookkeeping(run_dir, device, dist, step=step, log_every=cfg.log_every, max_steps=cfg.max_steps,
+                            progress=cfg.progress)
+    book.announce("TMR", model, len(loader), cfg.epochs - start_epoch)
     first_epoch, epoch = start_epoch, start_epoch
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if sampler is not None:
             sampler.set_epoch(epoch)
-        means, started = loop.Means(), time.time()
-        bar = loop.progress(loader, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and dist.is_main)
-        meter.resume()
-        for batch in bar:
+        for batch in book.batches(loader, epoch, cfg.epochs):
             length = int(batch["length"].max())  # drop the all-padding tail of this batch
             motion = batch["motion"][:, :length].to(device, non_blocking=True)
             mask = batch["mask"][:, :length].to(device, non_blocking=True)
             tokens, token_mask, pooled = cache.batch(batch["caption"], device)
             with loop.autocast(device):
                 losses = net(motion, mask, tokens, token_mask, pooled)
-            loop.check_finite(losses["loss"], epoch + 1, step)
-            loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
-            step += 1
-            meter.step()
-            eta.step()
-            values = means.add(losses)
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
-            if step % cfg.log_every == 0 and dist.is_main:
-                log.write({"kind": "step", "epoch": epoch + 1, "step": step, **values})
-            if loop.reached(step, cfg.max_steps):
+            if book.optimize(losses, model, optimizer, cfg.grad_clip):
                 break
-        meter.pause()
-        summary = {"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": round(time.time() - started, 3),
-                   **loop.mean_across(means.means(), dist, device)}
+        book.meter.pause()  # validation is not training time
+        val = ({f"val/{k}": v for k, v in validate(model, stats, text_encoder, device, val_set).items()}
+               if dist.is_main and val_set is not None else {})
+        summary = book.end_epoch(**val)
         if dist.is_main:
-            if val_set is not None:
-                summary.update({f"val/{k}": v
-                                for k, v in validate(model, stats, text_encoder, device, val_set).items()})
-            log.write(summary)
             if cfg.progress:
                 shown = {k: round(v, 4) for k, v in summary.items() if k in ("loss", "val/t2m/R@1", "val/t2m/R@5")}
                 print(f"epoch {epoch + 1}: {shown}", file=sys.stderr)
             save_checkpoint(run_dir, model=model, optimizer=optimizer, stats=stats, text_encoder=record,
-                            epoch=epoch + 1, step=step, train_config=cfg, data_options=options)
+                            epoch=epoch + 1, step=book.step, train_config=cfg, data_options=options)
         loop.barrier(dist)
-        if loop.reached(step, cfg.max_steps):
+        if book.finished:
             break
-    if dist.is_main:
-        log.write({**meter.summary(), "first_epoch": first_epoch, "epoch": epoch + 1, "step": step})
+    book.finish(first_epoch=first_epoch, epoch=epoch + 1, step=book.step)
     loop.finish(dist)
     return run_dir
 

@@ -218,6 +218,90 @@ class Throughput:
                 "peak_memory_mb": None if peak is None else round(peak, 1), "device": str(self.device)}
 
 
+class Bookkeeping:
+    """What every training loop does around its forward pass, written once: the epoch's progress bar and
+    running means, the finite-loss check, the optimizer step, the step counter, the JSONL step and epoch
+    lines, the ETA line, throughput, and the `--max-steps` stop. A loop reads top to bottom:
+
+        book = Bookkeeping(run_dir, device, dist, step=step, log_every=cfg.log_every, max_steps=cfg.max_steps,
+                           progress=cfg.progress)
+        book.announce("MotionDiffuse", model, len(loader), cfg.epochs - start_epoch)
+        for epoch in range(start_epoch, cfg.epochs):
+            for batch in book.batches(loader, epoch, cfg.epochs):
+                losses = ...                                           # {"loss": tensor, ...}
+                if book.optimize(losses, model, optimizer, cfg.grad_clip):
+                    break                                              # --max-steps reached
+            summary = book.end_epoch()                                 # averaged over processes, logged
+            save_checkpoint(..., step=book.step)
+            if book.finished:
+                break
+        book.finish()
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, device: torch.device, dist: "Dist", *, step: int, log_every: int,
+                 max_steps: int | None, progress: bool, shown: Sequence[str] = ("loss",)) -> None:
+        self.log = JsonlLog(Path(run_dir) / "log.jsonl")
+        self.shown = tuple(shown)  # the running values the progress bar shows
+        self.meter = Throughput(device)
+        self.device, self.dist, self.step, self.log_every, self.max_steps = device, dist, step, log_every, max_steps
+        self.show = progress and dist.is_main
+        self.eta: Eta | None = None
+        self.epoch, self.means, self.started, self.bar = 0, Means(), time.time(), None
+
+    def announce(self, name: str, model: torch.nn.Module, steps_per_epoch: int, epochs: int) -> None:
+        """Print the parameter count and plan; the ETA line follows after the first steps."""
+        total = steps_per_epoch * epochs
+        if self.max_steps is not None:
+            total = min(total, max(self.max_steps - self.step, 0))
+        if self.show:
+            print(parameter_line(name, model, steps_per_epoch, epochs), file=sys.stderr)
+        self.eta = Eta(total, self.show)
+
+    def batches(self, loader: Iterable[Any], epoch: int, epochs: int) -> Iterator[Any]:
+        """The epoch's batches behind a progress bar; starts its running means and throughput clock."""
+        self.epoch, self.means, self.started = epoch, Means(), time.time()
+        self.bar = progress(loader, f"epoch {epoch + 1}/{epochs}", self.show)
+        self.meter.resume()
+        return iter(self.bar)
+
+    def optimize(self, losses: Mapping[str, torch.Tensor], model: torch.nn.Module | Sequence[torch.nn.Module],
+                 optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer], grad_clip: float | None,
+                 **logged: Any) -> bool:
+        """Check, step, count and log one batch's `losses` ("loss" is optimized; every value is averaged);
+        `logged` adds fields to its step line. True when `max_steps` is reached."""
+        check_finite(losses["loss"], self.epoch + 1, self.step)
+        optimizer_step(losses["loss"], model, optimizer, grad_clip)
+        self.step += 1
+        self.meter.step()
+        if self.eta is not None:
+            self.eta.step()
+        values = self.means.add(losses)
+        if self.bar is not None and hasattr(self.bar, "set_postfix"):
+            self.bar.set_postfix({k: f"{values[k]:.4g}" for k in self.shown if k in values})
+        if self.step % self.log_every == 0 and self.dist.is_main:
+            self.log.write({"kind": "step", "epoch": self.epoch + 1, "step": self.step, **logged, **values})
+        return self.finished
+
+    @property
+    def finished(self) -> bool:
+        return reached(self.step, self.max_steps)
+
+    def end_epoch(self, **extra: Any) -> dict[str, Any]:
+        """The epoch's line: mean losses over every process's batches (+ `extra`), written by rank 0."""
+        self.meter.pause()
+        summary = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.step,
+                   "seconds": round(time.time() - self.started, 3),
+                   **mean_across(self.means.means(), self.dist, self.device), **extra}
+        if self.dist.is_main:
+            self.log.write(summary)
+        return summary
+
+    def finish(self, **extra: Any) -> None:
+        """The run's last line: steps/s and peak memory (rank 0)."""
+        if self.dist.is_main:
+            self.log.write({**self.meter.summary(), **extra})
+
+
 # ----------------------------------------------------------------------------- several processes (torchrun)
 @dataclass(frozen=True)
 class Dist:

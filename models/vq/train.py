@@ -21,7 +21,6 @@ run repeats the uninterrupted one exactly (in-process loading, `--num-workers 0`
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -148,55 +147,36 @@ def _train(cfg: TrainConfig, run_dir: Path) -> Path:
     sampler = loop.shard(train_set, dist, cfg.seed)
     loader = make_loader(train_set, min(cfg.batch_size, len(train_set)), shuffle=True, num_workers=cfg.num_workers,
                          pin_memory=device.type == "cuda", sampler=sampler, collate_fn=collate_windows)
-    log = loop.JsonlLog(run_dir / "log.jsonl")
-    meter = loop.Throughput(device)
-    if cfg.progress and dist.is_main:
-        print(loop.parameter_line("vqvae", model, len(loader), cfg.epochs) + f" ({len(train_set)} windows)",
-              file=sys.stderr)
-    eta = loop.Eta(len(loader) * (cfg.epochs - start_epoch), cfg.progress and dist.is_main)
+    book = loop.Bookkeeping(run_dir, device, dist, step=step, log_every=cfg.log_every, max_steps=cfg.max_steps,
+                            progress=cfg.progress, shown=("loss", "perplexity"))
+    book.announce(f"vqvae ({len(train_set)} windows)", model, len(loader), cfg.epochs - start_epoch)
 
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(cfg.seed * 100_003 + epoch)  # shuffle and quantizer dropout: resumable exactly
         model.train()
         if sampler is not None:
             sampler.set_epoch(epoch)
-        means, started = loop.Means(), time.time()
-        bar = loop.progress(loader, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and dist.is_main)
-        meter.resume()
-        for x in bar:
+        for x in book.batches(loader, epoch, cfg.epochs):
             x = x.to(device, non_blocking=True)
+            lr = learning_rate(cfg, book.step)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, step)
+                group["lr"] = lr
             with loop.autocast(device):
                 _, losses, _ = net(x)
-            loop.check_finite(losses["loss"], epoch + 1, step)
-            loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
-            step += 1
-            meter.step()
-            eta.step()
-            values = means.add(losses)
-            bar.set_postfix(loss=f"{values['loss']:.4f}", ppl=f"{values['perplexity']:.1f}")
-            if step % cfg.log_every == 0 and dist.is_main:
-                log.write({"kind": "step", "epoch": epoch + 1, "step": step, "lr": learning_rate(cfg, step - 1),
-                           **values})
-            if loop.reached(step, cfg.max_steps):
+            if book.optimize(losses, model, optimizer, cfg.grad_clip, lr=lr):
                 break
-        meter.pause()
-        summary = {"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": round(time.time() - started, 3),
-                   **loop.mean_across(means.means(), dist, device)}
+        summary = book.end_epoch()
         if dist.is_main:
-            log.write(summary)
             if cfg.progress:
                 print(f"epoch {epoch + 1}: loss {summary.get('loss', float('nan')):.4f} "
                       f"recon {summary.get('recon', float('nan')):.4f} "
                       f"perplexity {summary.get('perplexity', float('nan')):.1f}", file=sys.stderr)
-            save_checkpoint(run_dir, model=model, optimizer=optimizer, stats=stats, epoch=epoch + 1, step=step,
+            save_checkpoint(run_dir, model=model, optimizer=optimizer, stats=stats, epoch=epoch + 1, step=book.step,
                             train_config=cfg, data_options=options)
         loop.barrier(dist)
-        if loop.reached(step, cfg.max_steps):
+        if book.finished:
             break
-    if dist.is_main:
-        log.write(meter.summary())
+    book.finish()
     loop.finish(dist)
     return run_dir
 
