@@ -69,15 +69,24 @@ class TextFeatureOptions:
     title: ClassVar[str] = "text features"
     description: ClassVar[str] = "per-annotation caption embeddings"
 
-    text_encoder: Literal["clip", "clip-random", "minilm"] = option(
+    text_encoder: str = option(
         "minilm", "clip: open_clip ViT-B-32 (ReMoDiffuse; needs --clip-checkpoint offline); minilm: all-MiniLM-L6-v2, "
-                  "offline; clip-random: random weights, for tests")
+                  "offline; clip-random: random weights, for tests; mate:RUN_DIR: a MATE run's motion-aligned CLIP "
+                  "(python -m models train mate)")
     clip_checkpoint: str | None = option(
         None, "local CLIP ViT-B-32 weights (open_clip .bin/.safetensors or OpenAI's ViT-B-32.pt); without it "
               "open_clip downloads the 'openai' weights, which needs internet", metavar="FILE")
     token_features: bool = option(False, "also store the token sequence (CLIP: 77 x 512 float16)", negatable=True)
     device: str | None = option(None, "cuda or cpu for the text encoder (default: cuda when available)",
                                 flag="--text-device", aliases=("--device",))
+
+    def __post_init__(self) -> None:
+        from datasets_build.core.flags import OptionError
+        from datasets_build.text.encoders import ENCODERS, is_encoder_name
+
+        if not is_encoder_name(self.text_encoder):
+            raise OptionError(f"--text-encoder {self.text_encoder!r}: choose one of {', '.join(ENCODERS)} or "
+                              f"mate:RUN_DIR (a run of python -m models train mate)")
 
 
 @dataclasses.dataclass(frozen=True)

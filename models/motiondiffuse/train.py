@@ -78,6 +78,8 @@ def setup_run(cfg: TrainConfig, model_cls: type, config_cls: type, fmt, text_enc
     seed_everything(cfg.seed)
     dataset = dataset_name(cfg.data)
     state = loop.open_run(run_dir, fmt, cfg.resume)
+    if state:
+        loop.check_epochs(int(state["epoch"]), cfg.epochs, run_dir)
     record = state["text_encoder"] if state else {"name": cfg.text_encoder, "checkpoint": cfg.text_encoder_checkpoint}
     if text_encoder is None:
         text_encoder = load_text_encoder(record["name"], record["checkpoint"], str(device))
@@ -132,7 +134,14 @@ def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None, *, model_cl
           condition: Callable[..., Any] = CoarseText) -> Path:
     """Train (or resume) into cfg.out; `text_encoder` injects a frozen encoder instead of loading it by name.
     A model that extends MotionDiffuse (FineMotionDiffuse) passes its classes, checkpoint format and
-    `condition(cfg, train_set, text_encoder, model_cfg, announce)`, which maps a batch to its text memory."""
+    `condition(cfg, train_set, text_encoder, model_cfg, announce)`, which maps a batch to its text memory.
+    A fresh run that fails leaves no folder."""
+    with loop.run_folder(cfg.out):
+        return _train(cfg, text_encoder, model_cls, config_cls, fmt, condition)
+
+
+def _train(cfg: TrainConfig, text_encoder: TextEncoder | None, model_cls: type, config_cls: type,
+           fmt: CheckpointFormat, condition: Callable[..., Any]) -> Path:
     run_dir = Path(cfg.out)
     state, device, dist, text_encoder, record, stats, model_cfg, options = setup_run(
         cfg, model_cls, config_cls, fmt, text_encoder)

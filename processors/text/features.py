@@ -58,8 +58,14 @@ class TextFeatures(Processor):
     checkpoint_signature: str = dataclasses.field(default="", init=False)
 
     def __post_init__(self) -> None:
-        if self.encoder not in _ENCODERS:
-            raise ValueError(f"TextFeatures: unknown encoder {self.encoder!r}; choose one of {', '.join(_ENCODERS)}")
+        mate_run = self.encoder.removeprefix("mate:") if self.encoder.startswith("mate:") else None
+        if self.encoder not in _ENCODERS and not mate_run:
+            raise ValueError(f"TextFeatures: unknown encoder {self.encoder!r}; choose one of {', '.join(_ENCODERS)} "
+                             "or mate:RUN_DIR")
+        if mate_run:  # a retrained MATE run in the same folder changes the build's fingerprint
+            artefact = Path(mate_run) / "aligned_embeddings.npz" if Path(mate_run).is_dir() else Path(mate_run)
+            if artefact.is_file():
+                object.__setattr__(self, "checkpoint_signature", file_signature(str(artefact)))
         if not self.column.endswith("_features"):
             raise ValueError(f"TextFeatures: column {self.column!r} must end with '_features'")
         if self.checkpoint and self.encoder != "clip-random" and os.path.exists(self.checkpoint):
