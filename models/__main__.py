@@ -38,6 +38,7 @@ USAGE = ("usage: python -m models train NAME [options]\n"
          "       python -m models evaluate --run RUN|ground-truth --data BUILT --evaluator DIR [options]\n"
          "       python -m models evaluate NAME [options]")
 GROUND_TRUTH = "ground-truth"
+LAMP_EVALUATOR = "lamp:"  # --evaluator lamp:RUN
 
 
 class NotAGenerator(UserError, ValueError):
@@ -163,7 +164,8 @@ class EvaluateOptions:
     run: str = option(help=f"a generator's run folder, or '{GROUND_TRUTH}' for the papers' Real motions row",
                       metavar=f"RUN|{GROUND_TRUTH}")
     data: str = option(help="build folder whose split is evaluated", metavar="BUILT_DIR")
-    evaluator: str = option(help="evaluator folder (layout below)", metavar="DIR_OR_RUN")
+    evaluator: str = option(help="evaluator folder (layout below), or lamp:RUN for a LaMP pretraining run's "
+                                 "features (LaMP-R-Precision, LaMP-MM-Dist)", metavar="DIR_OR_RUN")
     split: str = option("test", "split to evaluate")
     replications: int = option(20, "repetitions of the whole evaluation (mean and 95%% interval)", metavar="N",
                                positive=True)
@@ -200,7 +202,10 @@ def evaluate_main(argv: list[str] | None, prog: str = "python -m models evaluate
         name, generator = Path(a.run).name, load_generator(a.run, str(device), settings=args.settings)
         if hasattr(generator, "use_build"):  # generators that read per-caption fields of the build (fine steps)
             generator.use_build(a.data, a.split)
-    evaluator = load_evaluator(a.evaluator, a.glove, device)
+    if a.evaluator.startswith(LAMP_EVALUATOR):  # LaMP-R-Precision / LaMP-MM-Dist: LaMP features as the evaluator
+        evaluator = load_object("models.lamp.api:load_evaluator")(a.evaluator[len(LAMP_EVALUATOR):], device)
+    else:
+        evaluator = load_evaluator(a.evaluator, a.glove, device)
     started = time.perf_counter()
     test = EvaluationSet(a.data, evaluator, a.split, a.seed)
     options = ProtocolOptions(replications=a.replications, paper=a.paper, mm_captions=a.mm_captions, seed=a.seed)

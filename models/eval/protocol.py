@@ -130,7 +130,10 @@ class EvaluationSet:
         self.ann_ptr = np.r_[0, np.cumsum([len(c) for c in self.captions])].astype(np.int64)
         self.lengths = np.array([self.samples.ends[i] - self.samples.starts[i] for i in range(n)], np.int64)
         started = time.perf_counter()
-        self.text_emb = evaluator.embed_texts(flat)  # [captions, d]
+        if hasattr(evaluator, "embed_captions"):  # an evaluator that reads raw captions (LaMP features)
+            self.text_emb = evaluator.embed_captions([c for caps in self.captions for c in caps])
+        else:
+            self.text_emb = evaluator.embed_texts(flat)  # [captions, d]
         # FID's reference set: one seeded crop of every sample (the same in every replication)
         real_rng = np.random.default_rng(np.random.SeedSequence([seed, 2**31 - 1]))
         self.real_starts, self.real_lengths = self.draw_crops(real_rng)
