@@ -288,7 +288,8 @@ def test_resume_is_exact(built, vq_run, trained, tmp_path):
 
 def test_features_retrieval_and_the_lamp_evaluator(built, trained):
     from models.eval.protocol import EvaluationSet, GroundTruth, ProtocolOptions, evaluate_generation
-    from models.lamp.retrieval import evaluate, format_table
+    from models.eval.protocol import format_retrieval_table as format_table
+    from models.lamp.retrieval import evaluate
 
     encoder = load(trained, "cpu", which="last")
     motion = np.random.default_rng(0).normal(size=(50, D)).astype(np.float32)

@@ -148,7 +148,7 @@ def test_the_old_module_commands_still_work(built, tmp_path, capsys):
                            "--num-workers", "0", "--quiet", *MODEL_FLAGS]) == 0
     assert evaluate_cli.main(["--run", str(run), "--data", str(built), "--split", "test", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "trained 1 epoch into" in out and "R@1" in out and "m2t" in out
+    assert "trained 1 epoch into" in out and "R@1" in out and "motion->text" in out
     alias = _run("-m", "models.retrieval.evaluate", "--run", str(tmp_path / "none"), "--data", str(built))
     assert alias.returncode == 1 and "Traceback" not in alias.stderr
     assert "python -m models evaluate retrieval" in alias.stderr  # the one-line note

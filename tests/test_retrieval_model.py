@@ -18,7 +18,8 @@ from models.training.data import DataOptions, MotionDataset
 from models.eval.metrics import retrieval_all
 from models.retrieval import TMR, RetrievalConfig, load_retrieval_model
 from models.retrieval.api import load_checkpoint
-from models.retrieval.evaluate import evaluate, format_table
+from models.eval.protocol import format_retrieval_table as format_table
+from models.retrieval.evaluate import evaluate
 from models.retrieval.model import info_nce
 from models.retrieval.train import TrainConfig, train
 
@@ -193,7 +194,7 @@ def test_evaluate_prints_both_protocols(trained, built):
     assert set(results) == {"all", "batches of 32"}
     assert results["batches of 32"]["t2m/R@1"] > results["all"]["t2m/R@1"]  # 32 candidates, not all
     table = format_table(results)
-    assert "batches of 32" in table and "MedR" in table and table.count("t2m") == 2
+    assert "batches of 32" in table and "MedR" in table and table.count("text->motion") == 2
 
 
 def test_cli_with_the_real_minilm_encoder(built, tmp_path, capsys):
@@ -214,6 +215,6 @@ def test_cli_with_the_real_minilm_encoder(built, tmp_path, capsys):
     assert state["text_encoder"]["name"] == "minilm" and state["model_config"]["token_dim"] == 384
     assert evaluate_cli.main(["--run", str(run), "--data", str(built), "--split", "test", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "R@1" in out and "m2t" in out
+    assert "R@1" in out and "motion->text" in out
     encoder = load_retrieval_model(run, "cpu")
     assert encoder.encode_text(["a person walks forward"]).shape == (1, 32)

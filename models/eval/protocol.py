@@ -43,7 +43,7 @@ from datasets_build.core.errors import UserError
 from datasets_build.motion.specs import SPECS
 from models.eval.evaluator import Evaluator, caption_tokens
 from models.eval.metrics import (
-    Similarity, diversity, diversity_times, fid, mean_interval, multimodality, r_precision, retrieval_all,
+    RECALL_KS, Similarity, diversity, diversity_times, fid, mean_interval, multimodality, r_precision, retrieval_all,
     retrieval_in_batches,
 )
 from models.training.data import DataOptions, MotionDataset, dataset_name
@@ -313,6 +313,29 @@ def retrieval_protocol(text_latent: np.ndarray, motion_latent: np.ndarray, *, re
     return results
 
 
+
+def _retrieval_cell(metrics: Mapping[str, Any], key: str, digits: int) -> str:
+    half = metrics.get(f"{key}/ci95")
+    return f"{metrics[key]:.{digits}f}" + ("" if half is None else f"±{half:.{digits}f}")
+
+
+def format_retrieval_table(results: Mapping[str, Mapping[str, Any]], count: int | None = None) -> str:
+    """TMR's and LaMP's retrieval tables: one row per protocol and direction, R@k in percent and the
+    median rank (± the 95% interval where the protocol repeats shuffled batches)."""
+    head = ["protocol", "direction", *(f"R@{k}" for k in RECALL_KS), "MedR"]
+    rows = [head]
+    for protocol, metrics in results.items():
+        for direction, name in (("t2m", "text->motion"), ("m2t", "motion->text")):
+            rows.append([protocol, name, *(_retrieval_cell(metrics, f"{direction}/R@{k}", 2) for k in RECALL_KS),
+                         _retrieval_cell(metrics, f"{direction}/MedR", 1)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    notes = [f"({count} samples)"] if count is not None else []
+    if any(key.endswith("/ci95") for metrics in results.values() for key in metrics):
+        notes.append("(batches: mean±95% interval over the repeated shuffles)")
+    return "\n".join(lines + notes)
+
 __all__ = ["Draw", "EvaluationSet", "GENERATION_METRICS", "GenerationReport", "Generator", "GroundTruth",
            "PAPER_PRESETS", "ProtocolError", "ProtocolOptions", "evaluate_generation", "format_generation_table",
-           "retrieval_protocol", "score_replication"]
+           "format_retrieval_table", "retrieval_protocol", "score_replication"]

@@ -16,11 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from datasets_build.core.flags import add_options, from_args, option
-from models.eval.metrics import RECALL_KS
-from models.eval.protocol import retrieval_protocol
+from models.eval.protocol import format_retrieval_table, retrieval_protocol
 from models.lamp.api import LaMPEncoder, load
 from models.training.data import DataError, DataOptions, MotionDataset, dataset_name
 
@@ -55,30 +54,14 @@ def evaluate(run: str, data: str, split: str = "test", device: str | None = None
                               similarity=similarity)
 
 
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """LaMP Table 3's layout: one row per protocol and direction, R@k in percent (±95% interval)."""
-    def cell(metrics: dict[str, Any], key: str) -> str:
-        half = metrics.get(f"{key}/ci95")
-        return f"{metrics[key]:.2f}" + ("" if half is None else f"±{half:.2f}")
-
-    rows = [["protocol", "direction", *(f"R@{k}" for k in RECALL_KS), "MedR"]]
-    for protocol, metrics in results.items():
-        for direction, name in (("t2m", "text->motion"), ("m2t", "motion->text")):
-            rows.append([protocol, name, *(cell(metrics, f"{direction}/R@{k}") for k in RECALL_KS),
-                         cell(metrics, f"{direction}/MedR")])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
-
-
 def main(argv: list[str] | None = None, prog: str = "python -m models evaluate lamp") -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
     add_options(parser, EvalOptions)
     a = from_args(EvalOptions, parser.parse_args(argv))
     results = evaluate(a.run, a.data, a.split, a.device, a.batch_size, a.replications, a.seed, a.similarity,
                        a.checkpoint)
-    print(json.dumps(results, indent=2) if a.json else format_table(results))
+    print(json.dumps(results, indent=2) if a.json else format_retrieval_table(results))
     return 0
 
 
-__all__ = ["EvalOptions", "evaluate", "format_table", "main"]
+__all__ = ["EvalOptions", "evaluate", "main"]

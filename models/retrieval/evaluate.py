@@ -17,14 +17,12 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 
 from datasets_build.core.flags import add_options, from_args, option
 from datasets_build.text.encoders import TextEncoder
 from models.base import checkpoint_path, config_from_dict
-from models.eval.metrics import RECALL_KS
-from models.eval.protocol import retrieval_protocol
+from models.eval.protocol import format_retrieval_table, retrieval_protocol
 from models.retrieval.api import RetrievalEncoder, load, load_checkpoint
 from models.training.config import run_command
 from models.training.data import DataError, DataOptions, MotionDataset
@@ -58,34 +56,13 @@ def evaluate(run: str, data: str, split: str = "test", device: str | None = None
     return retrieval_protocol(texts, motions, replications=replications, batch_size=batch_size, seed=seed)
 
 
-def _value(metrics: dict[str, Any], key: str, digits: int) -> str:
-    half = metrics.get(f"{key}/ci95")
-    return f"{metrics[key]:.{digits}f}" + ("" if half is None else f"±{half:.{digits}f}")
-
-
-def format_table(results: dict[str, dict[str, Any]], count: int | None = None) -> str:
-    head = ["protocol", "direction"] + [f"R@{k}" for k in RECALL_KS] + ["MedR"]
-    rows = [head]
-    for protocol, metrics in results.items():
-        for direction in ("t2m", "m2t"):
-            rows.append([protocol, direction] + [_value(metrics, f"{direction}/R@{k}", 2) for k in RECALL_KS]
-                        + [_value(metrics, f"{direction}/MedR", 1)])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    notes = [f"({count} samples)"] if count is not None else []
-    if any(key.endswith("/ci95") for metrics in results.values() for key in metrics):
-        notes.append("(batches: mean±95% interval over the repeated shuffles)")
-    return "\n".join(lines + notes)
-
-
 def main(argv: list[str] | None = None, prog: str = "python -m models evaluate retrieval") -> int:
     """The evaluation command line (flags derived from EvalOptions)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0], allow_abbrev=False)
     add_options(parser, EvalOptions)
     a = from_args(EvalOptions, parser.parse_args(argv))
     results = evaluate(a.run, a.data, a.split, a.device, a.batch_size, a.seed, replications=a.replications)
-    print(json.dumps(results, indent=2) if a.json else format_table(results))
+    print(json.dumps(results, indent=2) if a.json else format_retrieval_table(results))
     return 0
 
 
