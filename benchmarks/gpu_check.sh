@@ -37,6 +37,29 @@ DATA="$WORK/sample"
 if [ ! -f "$DATA/build.json" ]; then
     "$PYTHON" -m datasets_build humanml3d --source sample --sample-motions 200 --out "$DATA" --quiet
 fi
+FINE="$WORK/finehumanml3d"   # FineMotionDiffuse reads checked fine steps: a finehumanml3d build answered by
+if [ ! -f "$FINE/build.json" ]; then  # the tests' loopback chat server (no LLM needed for a throughput check)
+    "$PYTHON" - "$DATA" "$FINE" <<'EOF_FINE'
+import sys
+sys.path.insert(0, "tests")
+from chat_server import ChatServer, caption_of, fine_json_answer
+from datasets_build import build
+from datasets_build.recipes import RECIPES
+from datasets_build.recipes.finehumanml3d import FineHumanML3DOptions
+from datasets_build.recipes.options import LLMOptions
+from datasets_build.synthetic.sample_release import write_sample_release
+source = write_sample_release(sys.argv[2] + "-release", "humanml3d", 200, seed=0)
+with ChatServer(answer=lambda body: fine_json_answer(caption_of(body["messages"]), steps=5)) as server:
+    options = FineHumanML3DOptions(llm=LLMOptions(llm_base_url=server.base_url, llm_model="test-model"))
+    build(RECIPES["finehumanml3d"].config(source, sys.argv[2], options, progress=False))
+EOF_FINE
+fi
+data_for() {  # the build each model trains on
+    case "$1" in
+        finemotiondiffuse) echo "$FINE" ;;
+        *) echo "$DATA" ;;
+    esac
+}
 MODELS=$("$PYTHON" -c "from models.registry import discover; print(' '.join(n for n, e in discover().items() if 'train' in e.commands))")
 
 # epochs high enough that --max-steps is what stops each run
@@ -69,7 +92,7 @@ run_one() {  # run_one NAME PRESET STEPS PROCS
     local start
     start=$(date +%s%N)
     # shellcheck disable=SC2046
-    "${launcher[@]}" train "$name" --data "$DATA" --out "$run" --preset "$preset" --max-steps "$steps" \
+    "${launcher[@]}" train "$name" --data "$(data_for "$name")" --out "$run" --preset "$preset" --max-steps "$steps" \
         --device "$DEVICE" --num-workers 4 --quiet $(extra_args "$name") > "$WORK/$name-$preset-x$procs.out" 2>&1 \
         || { echo "gpu_check: $name $preset (x$procs) failed; see $WORK/$name-$preset-x$procs.out" >&2; tail -20 "$WORK/$name-$preset-x$procs.out" >&2; return 1; }
     ROWS+=("$(report "$name" "$preset" "$procs" "$run" "$(( ($(date +%s%N) - start) / 1000000 ))e-3")")

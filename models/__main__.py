@@ -8,6 +8,8 @@
     python -m models evaluate --run RUN|ground-truth --data BUILT --evaluator DIR_OR_RUN
                               [--replications N] [--json OUT.json]
     python -m models evaluate retrieval --run RUN --data BUILT          # a model's own evaluation
+    python -m models tune-mixture --run RUN --data BUILT --evaluator DIR   # ReMoDiffuse's mixture search
+    python -m models caption --run M2T_RUN --data BUILT [--split test] --out captions.jsonl   # LaMP-M2T
     torchrun --nproc_per_node=8 -m models train NAME ...                # several GPUs
 
 Models register themselves (`MODEL` in their package, `models.registry`); a command's module is
@@ -36,7 +38,9 @@ from models.training.config import run_command
 USAGE = ("usage: python -m models train NAME [options]\n"
          "       python -m models generate --run RUN --text TEXT --out OUT.npy [options]\n"
          "       python -m models evaluate --run RUN|ground-truth --data BUILT --evaluator DIR [options]\n"
-         "       python -m models evaluate NAME [options]")
+         "       python -m models evaluate NAME [options]\n"
+         "       python -m models caption --run M2T_RUN --data BUILT [options]\n"
+         "       python -m models tune-mixture --run REMODIFFUSE_RUN --data BUILT --evaluator DIR [options]")
 GROUND_TRUTH = "ground-truth"
 LAMP_EVALUATOR = "lamp:"  # --evaluator lamp:RUN
 
@@ -178,6 +182,10 @@ class EvaluateOptions:
     device: str | None = option(None, "cuda, cuda:N or cpu (default: cuda when available)")
     json: str | None = option(None, "also write every number (and each replication's) as JSON", metavar="OUT.json")
     quiet: bool = option(False, "no progress lines")
+    bertscore: str | None = option(None, "a LaMP-M2T run: add LaMP-BertScore (generate, caption, BertScore F1 x100 "
+                                         "against the caption)", metavar="M2T_RUN")
+    bertscore_model: str | None = option(None, "local BertScore model folder for --bertscore (paper: roberta-large)",
+                                         metavar="DIR")
 
 
 def evaluate_main(argv: list[str] | None, prog: str = "python -m models evaluate") -> int:
@@ -221,9 +229,20 @@ def evaluate_main(argv: list[str] | None, prog: str = "python -m models evaluate
     print(format_generation_table(report))
     print(f"{a.replications} replications in {report.info['seconds']:.1f} s (+ {report.info['setup_seconds']:.1f} s "
           "embedding the test captions and real motions once)")
+    extra: dict[str, object] = {}
+    if a.bertscore:
+        if not a.bertscore_model:
+            raise NotAGenerator("--bertscore needs --bertscore-model DIR (a local BertScore model folder)")
+        if a.run == GROUND_TRUTH:
+            print("LaMP-BertScore: 100.00 (the papers' Ground Truth row is fixed at 100, not computed)")
+        else:
+            score = load_object("models.lamp.caption:evaluate_bertscore")(generator, test, a.bertscore,
+                                                                          a.bertscore_model, device, a.seed)
+            extra["lamp_bertscore"] = score["lamp_bertscore"]
+            print(f"LaMP-BertScore: {score['lamp_bertscore']:.2f} ({score['note']})")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"run": a.run, **report.to_json()}, indent=2) + "\n")
+        Path(a.json).write_text(json.dumps({"run": a.run, **report.to_json(), **extra}, indent=2) + "\n")
         print(f"wrote {a.json}")
     return 0
 
@@ -235,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         print(overview(registry()))
         return 0
     command, rest = argv[0], argv[1:]
+    if command == "caption":  # LaMP-M2T: caption a build's motions, with the captioning metrics
+        caption = importlib.import_module("models.lamp.caption")
+        return run_command(lambda args: caption.main(args, prog="python -m models caption"), rest)
+    if command == "tune-mixture":  # ReMoDiffuse's condition-mixture search, saved into the run
+        tune = importlib.import_module("models.remodiffuse.tune")
+        return run_command(lambda args: tune.main(args, prog="python -m models tune-mixture"), rest)
     if command not in COMMANDS:
         return _usage_error(f"unknown command {command!r} (choose from {', '.join(COMMANDS)})")
     if command == "generate" and (not rest or rest[0].startswith("-")):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -54,8 +55,10 @@ def bleu(predicted: Sequence[str], references: Sequence[Sequence[str]], order: i
     from nltk.translate.bleu_score import corpus_bleu
 
     _check(predicted, references)
-    return float(corpus_bleu([[caption_words(r) for r in refs] for refs in references],
-                             [caption_words(p) for p in predicted], weights=(1.0 / order,) * order))
+    with warnings.catch_warnings():  # no n-gram overlap is a BLEU of 0, which nltk also warns about
+        warnings.simplefilter("ignore", UserWarning)
+        return float(corpus_bleu([[caption_words(r) for r in refs] for refs in references],
+                                 [caption_words(p) for p in predicted], weights=(1.0 / order,) * order))
 
 
 def rouge_l(predicted: Sequence[str], references: Sequence[Sequence[str]]) -> float:

@@ -194,6 +194,37 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-__all__ = ["RECALL_KS", "Similarity", "diversity", "diversity_times", "euclidean_distance_matrix", "fid",
+
+# ----------------------------------------------------------------------------- over caption rareness
+def _checked(metric: Sequence[float], rareness: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    m, r = np.asarray(metric, np.float64).reshape(-1), np.asarray(rareness, np.float64).reshape(-1)
+    if len(m) != len(r) or not len(m):
+        raise ValueError(f"need as many metric values as rareness values (non-empty), got {len(m)} and {len(r)}")
+    bad = ~(np.isfinite(m) & np.isfinite(r))
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} non-finite metric/rareness values (first at {int(np.argmax(bad))})")
+    return m, r
+
+
+def tail_mean(metric: Sequence[float], rareness: Sequence[float], fraction: float = 0.05) -> float:
+    """Mean metric over the rarest `fraction` of prompts (at least one; ties by input order)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    m, r = _checked(metric, rareness)
+    count = max(1, int(np.ceil(fraction * len(m) - 1e-9)))
+    return float(m[np.argsort(-r, kind="stable")[:count]].mean())
+
+
+def balanced_mean(metric: Sequence[float], rareness: Sequence[float], bins: int = 100) -> float:
+    """Mean over equal-width rareness bins (min..max) of the per-bin mean metric; empty bins skipped."""
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    m, r = _checked(metric, rareness)
+    lo, hi = r.min(), r.max()
+    which = np.zeros(len(r), np.int64) if hi == lo else np.minimum(((r - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
+    sums, counts = np.bincount(which, m, bins), np.bincount(which, minlength=bins)
+    return float((sums[counts > 0] / counts[counts > 0]).mean())
+
+__all__ = ["RECALL_KS", "balanced_mean", "tail_mean", "Similarity", "diversity", "diversity_times", "euclidean_distance_matrix", "fid",
            "matching_score", "mean_interval", "multimodality", "r_precision", "repeat", "retrieval_all",
            "retrieval_in_batches", "retrieval_metrics", "similarity_matrix"]

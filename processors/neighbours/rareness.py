@@ -16,6 +16,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 from datasets import Dataset, DatasetDict, Features, Value
 
+from models.eval.metrics import balanced_mean, tail_mean  # noqa: F401 (re-exported: defined with the metrics)
 from processors.base import DatasetStep, save_dataset
 from processors.neighbours.hybrid import training_annotations, hybrid_topk
 from processors.text.features import read_annotations
@@ -64,36 +65,6 @@ class Rareness(DatasetStep):
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
         if self.plot and values and importlib.util.find_spec("matplotlib") is not None:
             plot_rareness(values, folder / "rareness.png")
-
-
-def _checked(metric: Sequence[float], rareness: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    m, r = np.asarray(metric, np.float64).reshape(-1), np.asarray(rareness, np.float64).reshape(-1)
-    if len(m) != len(r) or not len(m):
-        raise ValueError(f"need as many metric values as rareness values (non-empty), got {len(m)} and {len(r)}")
-    bad = ~(np.isfinite(m) & np.isfinite(r))
-    if bad.any():
-        raise ValueError(f"{int(bad.sum())} non-finite metric/rareness values (first at {int(np.argmax(bad))})")
-    return m, r
-
-
-def tail_mean(metric: Sequence[float], rareness: Sequence[float], fraction: float = 0.05) -> float:
-    """Mean metric over the rarest `fraction` of prompts (at least one; ties by input order)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    m, r = _checked(metric, rareness)
-    count = max(1, int(np.ceil(fraction * len(m) - 1e-9)))
-    return float(m[np.argsort(-r, kind="stable")[:count]].mean())
-
-
-def balanced_mean(metric: Sequence[float], rareness: Sequence[float], bins: int = 100) -> float:
-    """Mean over equal-width rareness bins (min..max) of the per-bin mean metric; empty bins skipped."""
-    if bins < 1:
-        raise ValueError(f"bins must be >= 1, got {bins}")
-    m, r = _checked(metric, rareness)
-    lo, hi = r.min(), r.max()
-    which = np.zeros(len(r), np.int64) if hi == lo else np.minimum(((r - lo) / (hi - lo) * bins).astype(np.int64), bins - 1)
-    sums, counts = np.bincount(which, m, bins), np.bincount(which, minlength=bins)
-    return float((sums[counts > 0] / counts[counts > 0]).mean())
 
 
 def plot_rareness(values_by_split: dict[str, Sequence[float]], out_png: str | Path, bins: int = 50) -> Path:
