@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,45 +176,29 @@ def _train(cfg: TrainConfig, run_dir: Path) -> Path:
         start_epoch, step = int(state["epoch"]), int(state["step"])
     loader = make_loader(train_set, min(cfg.batch_size, len(train_set)), shuffle=True, num_workers=cfg.num_workers,
                          pin_memory=device.type == "cuda")
-    log = loop.JsonlLog(run_dir / "log.jsonl")
-    meter = loop.Throughput(device)
-    if cfg.progress:
-        trained = sum(p.numel() for p in params)
-        parts = "LoRA, opt_proj" + (", Q-Former" if model.cfg.train_qformer else "")
-        print(f"lamp-m2t: {trained:,} trained parameters ({parts}), {len(loader)} steps per epoch", file=sys.stderr)
-    eta = loop.Eta(len(loader) * (cfg.epochs - start_epoch), cfg.progress)
+    book = loop.Bookkeeping(run_dir, device, loop.Dist(), step=step, log_every=cfg.log_every,
+                            max_steps=cfg.max_steps, progress=cfg.progress)
+    parts = "LoRA, opt_proj" + (", Q-Former" if model.cfg.train_qformer else "")
+    book.announce("lamp-m2t", model, len(loader), cfg.epochs - start_epoch,
+                  line=f"lamp-m2t: {sum(p.numel() for p in params):,} trained parameters ({parts}), "
+                       f"{len(loader)} steps per epoch")
 
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(cfg.seed * 100_003 + epoch)  # shuffle, crops, captions, dropout
         model.train()
-        means, started = loop.Means(), time.time()
-        bar = loop.progress(loader, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
-        meter.resume()
-        for batch in bar:
+        for batch in book.batches(loader, epoch, cfg.epochs):
             with loop.autocast(device):
                 losses = model(batch["motion"].to(device, non_blocking=True), batch["caption"])
-            loop.check_finite(losses["loss"], epoch + 1, step)
-            loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
-            step += 1
-            meter.step()
-            eta.step()
-            values = means.add(losses)
-            bar.set_postfix(loss=f"{values['loss']:.3f}")
-            if step % cfg.log_every == 0:
-                log.write({"kind": "step", "epoch": epoch + 1, "step": step, **values})
-            if loop.reached(step, cfg.max_steps):
+            if book.optimize(losses, model, optimizer, cfg.grad_clip):
                 break
-        meter.pause()
-        summary = {"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": round(time.time() - started, 3),
-                   **means.means()}
-        log.write(summary)
+        summary = book.end_epoch()
         if cfg.progress:
             print(f"epoch {epoch + 1}: loss {summary.get('loss', float('nan')):.4f}", file=sys.stderr)
-        save_checkpoint(run_dir, model=model, optimizer=optimizer, epoch=epoch + 1, step=step, train_config=cfg,
+        save_checkpoint(run_dir, model=model, optimizer=optimizer, epoch=epoch + 1, step=book.step, train_config=cfg,
                         data_options=options, lm=lm, lm_dtype=lm_dtype)
-        if loop.reached(step, cfg.max_steps):
+        if book.finished:
             break
-    log.write(meter.summary())
+    book.finish()
     return run_dir
 
 

@@ -25,7 +25,6 @@ import dataclasses
 import os
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,24 +217,20 @@ def _train(cfg: TrainConfig, run_dir: Path) -> Path:
     loader = make_loader(train_set, min(cfg.batch_size, len(train_set)), shuffle=True, num_workers=cfg.num_workers,
                          pin_memory=device.type == "cuda", sampler=sampler,
                          collate_fn=collate_tokens if use_tokens else collate)
-    log = loop.JsonlLog(run_dir / "log.jsonl")
-    meter = loop.Throughput(device)
-    if dist.is_main and cfg.progress:
-        print(loop.parameter_line("lamp-t2m", model, len(loader), cfg.epochs), file=sys.stderr)
-        if use_tokens:
-            print(f"reading the motion_tokens column of {cfg.data}", file=sys.stderr)
-    eta = loop.Eta(len(loader) * (cfg.epochs - start_epoch), cfg.progress and dist.is_main)
+    book = loop.Bookkeeping(run_dir, device, dist, step=step, log_every=cfg.log_every, max_steps=cfg.max_steps,
+                            progress=cfg.progress)
+    book.announce("lamp-t2m", model, len(loader), cfg.epochs - start_epoch)
+    if dist.is_main and cfg.progress and use_tokens:
+        print(f"reading the motion_tokens column of {cfg.data}", file=sys.stderr)
 
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(cfg.seed * 100_003 + epoch)  # shuffle, crops, captions, masks, condition dropout
         model.train()
         if sampler is not None:
             sampler.set_epoch(epoch)
-        means, started, lr = loop.Means(), time.time(), learning_rate(cfg, step)
-        bar = loop.progress(loader, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and dist.is_main)
-        meter.resume()
-        for batch in bar:
-            lr = learning_rate(cfg, step)
+        lr = learning_rate(cfg, book.step)
+        for batch in book.batches(loader, epoch, cfg.epochs):
+            lr = learning_rate(cfg, book.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if use_tokens:
@@ -246,35 +241,23 @@ def _train(cfg: TrainConfig, run_dir: Path) -> Path:
             text_ids, text_mask = tokenize(tokenizer, batch["caption"], model.cfg.max_text_length, device)
             with loop.autocast(device):
                 losses = net(ids, lengths, text_ids, text_mask)
-            loop.check_finite(losses["loss"], epoch + 1, step)
-            loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
-            step += 1
-            meter.step()
-            eta.step()
-            values = means.add(losses)
-            bar.set_postfix(loss=f"{values['loss']:.3f}")
-            if step % cfg.log_every == 0 and dist.is_main:
-                log.write({"kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, **values})
-            if loop.reached(step, cfg.max_steps):
+            if book.optimize(losses, model, optimizer, cfg.grad_clip, lr=lr):
                 break
-        meter.pause()
-        summary = {"kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr,
-                   "seconds": round(time.time() - started, 3), **loop.mean_across(means.means(), dist, device)}
+        book.meter.pause()  # validation is not training time
+        val = ({"val_loss": validation_loss(model, vq, tokenizer, cfg.data, cfg.val_split, options, cfg.batch_size,
+                                            device, cfg.seed)} if dist.is_main else {})
+        summary = book.end_epoch(lr=lr, **val)
         if dist.is_main:
-            summary["val_loss"] = validation_loss(model, vq, tokenizer, cfg.data, cfg.val_split, options,
-                                                  cfg.batch_size, device, cfg.seed)
-            log.write(summary)
             if cfg.progress:
                 print(f"epoch {epoch + 1}: loss {summary.get('loss', float('nan')):.4f} "
                       f"accuracy {summary.get('accuracy', float('nan')):.3f}", file=sys.stderr)
             save_checkpoint(run_dir, model=model, vq=vq, lamp_cfg=lamp_cfg, optimizer=optimizer, epoch=epoch + 1,
-                            step=step, train_config=cfg, data_options=options, lamp_run=lamp_run,
+                            step=book.step, train_config=cfg, data_options=options, lamp_run=lamp_run,
                             vq_fingerprint=fingerprint)
         loop.barrier(dist)
-        if loop.reached(step, cfg.max_steps):
+        if book.finished:
             break
-    if dist.is_main:
-        log.write(meter.summary())
+    book.finish()
     loop.finish(dist)
     return run_dir
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -194,62 +193,45 @@ def _train(cfg: TrainConfig, run_dir: Path) -> Path:
     sampler = loop.shard(train_set, dist, cfg.seed)
     loader = make_loader(train_set, min(cfg.batch_size, len(train_set)), shuffle=True, num_workers=cfg.num_workers,
                          pin_memory=device.type == "cuda", sampler=sampler)
-    log = loop.JsonlLog(run_dir / "log.jsonl")
-    meter = loop.Throughput(device)
-    if dist.is_main and cfg.progress:
-        print(loop.parameter_line("lamp", model, len(loader), cfg.epochs), file=sys.stderr)
-    eta = loop.Eta(len(loader) * (cfg.epochs - start_epoch), cfg.progress and dist.is_main)
+    book = loop.Bookkeeping(run_dir, device, dist, step=step, log_every=cfg.log_every, max_steps=cfg.max_steps,
+                            progress=cfg.progress)
+    book.announce("lamp", model, len(loader), cfg.epochs - start_epoch)
 
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(cfg.seed * 100_003 + epoch)  # shuffle, crops, captions, hard negatives, dropout
         model.train()
         if sampler is not None:
             sampler.set_epoch(epoch)
-        means, started = loop.Means(), time.time()
-        bar = loop.progress(loader, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and dist.is_main)
-        meter.resume()
-        for batch in bar:
-            lr = learning_rate(cfg, epoch, step)
+        for batch in book.batches(loader, epoch, cfg.epochs):
+            lr = learning_rate(cfg, epoch, book.step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             motion = batch["motion"].to(device, non_blocking=True)
             ids, mask = tokenize(tokenizer, batch["caption"], model.cfg.max_text_length, device)
             with loop.autocast(device):
                 losses = net(motion, ids, mask)
-            loop.check_finite(losses["loss"], epoch + 1, step)
-            loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
-            step += 1
-            meter.step()
-            eta.step()
-            values = means.add({**losses, "temp": model.temp.detach()})
-            bar.set_postfix(loss=f"{values['loss']:.3f}")
-            if step % cfg.log_every == 0 and dist.is_main:
-                log.write({"kind": "step", "epoch": epoch + 1, "step": step, "lr": lr, **values})
-            if loop.reached(step, cfg.max_steps):
+            if book.optimize({**losses, "temp": model.temp.detach()}, model, optimizer, cfg.grad_clip, lr=lr):
                 break
-        meter.pause()
-        summary = {"kind": "epoch", "epoch": epoch + 1, "step": step, "lr": lr,
-                   "seconds": round(time.time() - started, 3), **loop.mean_across(means.means(), dist, device)}
+        book.meter.pause()  # validation is not training time
+        r1 = None
+        if dist.is_main and val_set is not None:
+            r1 = validation_r1(model, val_set, tokenizer, cfg.batch_size, cfg.val_batches, device, cfg.seed + epoch)
+        summary = book.end_epoch(lr=lr, **{"val_t2m_R@1": r1})
         if dist.is_main:
-            r1 = None if val_set is None else validation_r1(model, val_set, tokenizer, cfg.batch_size,
-                                                              cfg.val_batches, device, cfg.seed + epoch)
-            summary["val_t2m_R@1"] = r1
             improved = r1 is not None and r1 > best
             best = r1 if improved else best
-            log.write(summary)
             if cfg.progress:
                 parts = " ".join(f"{k} {summary[k]:.3f}" for k in ("loss", "ptc", "ptm", "lm", "gen"))
                 print(f"epoch {epoch + 1}: {parts}" + ("" if r1 is None else f" val R@1 {r1:.3f}"), file=sys.stderr)
-            record = dict(model=model, stats=stats, epoch=epoch + 1, step=step, train_config=cfg,
+            record = dict(model=model, stats=stats, epoch=epoch + 1, step=book.step, train_config=cfg,
                           data_options=options, vq_fingerprint=fingerprint, extra={"best_r1": best})
             save_checkpoint(run_dir, optimizer=optimizer, **record)
             if improved:
                 save_checkpoint(run_dir / BEST, optimizer=None, **record)
         loop.barrier(dist)
-        if loop.reached(step, cfg.max_steps):
+        if book.finished:
             break
-    if dist.is_main:
-        log.write(meter.summary())
+    book.finish()
     loop.finish(dist)
     return run_dir
 

@@ -21,7 +21,6 @@ epoch's log line adds the validation split's loss and accuracy (`val_loss`, `val
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -217,61 +216,47 @@ def _train(cfg: TrainConfig, folder: Path, text_encoder: TextEncoder | None) -> 
                          pin_memory=device.type == "cuda", sampler=sampler,
                          collate_fn=collate_tokens if stored else collate)
     val_loader = validation_loader(cfg, vq, options)
-    log = loop.JsonlLog(folder / "log.jsonl")
-    meter = loop.Throughput(device)
-    if cfg.progress and dist.is_main:
-        print(loop.parameter_line(f"momask {cfg.stage}", model, len(loader), cfg.epochs)
-              + (" (the build's stored motion_tokens)" if stored else " (motions encoded per batch)"), file=sys.stderr)
-    eta = loop.Eta(len(loader) * (cfg.epochs - start_epoch), cfg.progress and dist.is_main)
+    book = loop.Bookkeeping(folder, device, dist, step=step, log_every=cfg.log_every, max_steps=cfg.max_steps,
+                            progress=cfg.progress, shown=("loss", "acc"))
+    name = f"momask {cfg.stage}"
+    book.announce(name, model, len(loader), cfg.epochs - start_epoch,
+                  line=loop.parameter_line(name, model, len(loader), cfg.epochs - start_epoch)
+                  + (" (the build's stored motion_tokens)" if stored else " (motions encoded per batch)"))
 
     for epoch in range(start_epoch, cfg.epochs):
         seed_everything(cfg.seed * 100_003 + epoch)  # shuffle, crops, captions, masks, q: resumable exactly
         model.train()
         if sampler is not None:
             sampler.set_epoch(epoch)
-        means, started = loop.Means(), time.time()
-        bar = loop.progress(loader, f"{cfg.stage} epoch {epoch + 1}/{cfg.epochs}", cfg.progress and dist.is_main)
-        meter.resume()
-        for batch in bar:
+        for batch in book.batches(loader, epoch, cfg.epochs, label=f"{cfg.stage} "):
             motion = None if stored else batch["motion"].to(device, non_blocking=True)
             ids, lengths = batch_ids(vq, motion, batch["length"].to(device), cfg.stage,
                                      batch["ids"].to(device) if stored else None)
             cond = text(batch["caption"], device)
+            lr = learning_rate(cfg, book.step)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(cfg, step)
+                group["lr"] = lr
             with loop.autocast(device):
                 losses = net(ids, lengths, cond)
-            loop.check_finite(losses["loss"], epoch + 1, step)
-            loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
-            step += 1
-            meter.step()
-            eta.step()
-            values = means.add(losses)
-            bar.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['acc']:.3f}")
-            if step % cfg.log_every == 0 and dist.is_main:
-                log.write({"kind": "step", "epoch": epoch + 1, "step": step, "lr": learning_rate(cfg, step - 1),
-                           **values})
-            if loop.reached(step, cfg.max_steps):
+            if book.optimize(losses, model, optimizer, cfg.grad_clip, lr=lr):
                 break
-        meter.pause()
-        summary = {"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": round(time.time() - started, 3),
-                   **loop.mean_across(means.means(), dist, device)}
-        if val_loader is not None and dist.is_main:
-            summary.update(validate(model, val_loader, vq, text, cfg.stage, device))
+        book.meter.pause()  # validation is not training time
+        scores = (validate(model, val_loader, vq, text, cfg.stage, device)
+                  if val_loader is not None and dist.is_main else {})
+        summary = book.end_epoch(**scores)
         if dist.is_main:
-            log.write(summary)
             if cfg.progress:
                 val = (f" (val loss {summary['val_loss']:.4f} acc {summary['val_acc']:.3f})"
                        if "val_loss" in summary else "")
                 print(f"{cfg.stage} epoch {epoch + 1}: loss {summary.get('loss', float('nan')):.4f} "
                       f"acc {summary.get('acc', float('nan')):.3f}{val}", file=sys.stderr)
             save_checkpoint(cfg.out, stage=cfg.stage, model=model, optimizer=optimizer, text_encoder=record,
-                            tokenizer=tokenizer, epoch=epoch + 1, step=step, train_config=cfg, data_options=options)
+                            tokenizer=tokenizer, epoch=epoch + 1, step=book.step, train_config=cfg,
+                            data_options=options)
         loop.barrier(dist)
-        if loop.reached(step, cfg.max_steps):
+        if book.finished:
             break
-    if dist.is_main:
-        log.write(meter.summary())
+    book.finish()
     loop.finish(dist)
     return folder
 

@@ -18,7 +18,6 @@ import math
 import os
 import random
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -184,10 +183,9 @@ def _train(cfg: TrainConfig, run_dir: Path, text_encoder: TextEncoder | None) ->
     total = cfg.iterations or (cfg.epochs * per_epoch if cfg.epochs else PAPER_ITERATIONS[model_cfg.dataset])
     epochs = cfg.epochs or math.ceil(total / per_epoch)
     loop.check_epochs(start_epoch, epochs, run_dir)
-    if dist.is_main and cfg.progress:
-        print(loop.parameter_line("remodiffuse", model, per_epoch, epochs), file=sys.stderr)
-    log = loop.JsonlLog(run_dir / "log.jsonl")
-    meter, eta = loop.Throughput(device), loop.Eta(min(total, cfg.max_steps or total) - step, cfg.progress)
+    book = loop.Bookkeeping(run_dir, device, dist, step=step, log_every=cfg.log_every,
+                            max_steps=min(total, cfg.max_steps or total), progress=cfg.progress)
+    book.announce("remodiffuse", model, per_epoch, epochs - start_epoch)
 
     for epoch in range(start_epoch, epochs):
         seed_everything(cfg.seed * 100_003 + epoch)  # shuffle, crops, captions, retrieval order, t, noise, dropout
@@ -195,12 +193,10 @@ def _train(cfg: TrainConfig, run_dir: Path, text_encoder: TextEncoder | None) ->
         model.train()
         if isinstance(sampler, torch.utils.data.DistributedSampler):
             sampler.set_epoch(epoch)
-        means, started = loop.Means(), time.time()
-        bar = loop.progress(loader, f"epoch {epoch + 1}/{epochs}", cfg.progress and dist.is_main)
-        meter.resume()
-        for batch in bar:
+        for batch in book.batches(loader, epoch, epochs):
+            lr = cosine_lr(book.step, total, cfg.lr, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, total, cfg.lr, cfg.min_lr_ratio)
+                group["lr"] = lr
             length = int(batch["length"].max())
             x0 = batch["motion"][:, :length].to(device, non_blocking=True)
             mask = batch["mask"][:, :length].to(device, non_blocking=True)
@@ -210,32 +206,19 @@ def _train(cfg: TrainConfig, run_dir: Path, text_encoder: TextEncoder | None) ->
                 retr = retrieval_batch(model, db, train_set, batch, stats, rng, cfg.reference_retrieval, device,
                                        pooled)
                 losses = masked_loss(diffusion, net, x0, mask, model.encode_text(tokens, token_mask), retr, cond)
-            loop.check_finite(losses["loss"], epoch + 1, step)
-            loop.optimizer_step(losses["loss"], model, optimizer, cfg.grad_clip)
-            step += 1
-            meter.step()
-            eta.step()
-            values = means.add(losses)
-            bar.set_postfix(loss=f"{values['loss']:.4f}")
-            if step % cfg.log_every == 0 and dist.is_main:
-                log.write({"kind": "step", "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                           **values})
-            if loop.reached(step, min(total, cfg.max_steps or total)):
+            if book.optimize(losses, model, optimizer, cfg.grad_clip, lr=lr):
                 break
-        meter.pause()
-        summary = {"kind": "epoch", "epoch": epoch + 1, "step": step, "seconds": round(time.time() - started, 3),
-                   **loop.mean_across(means.means(), dist, device)}
+        summary = book.end_epoch()
         if dist.is_main:
-            log.write(summary)
             if cfg.progress:
                 print(f"epoch {epoch + 1}: loss {summary.get('loss', float('nan')):.4f}", file=sys.stderr)
             save_checkpoint(run_dir, model=model, optimizer=optimizer, stats=stats, text_encoder=record,
-                            epoch=epoch + 1, step=step, train_config=cfg, data_options=options, retrieval=retrieval)
+                            epoch=epoch + 1, step=book.step, train_config=cfg, data_options=options,
+                            retrieval=retrieval)
         loop.barrier(dist)
-        if loop.reached(step, min(total, cfg.max_steps or total)):
+        if book.finished:
             break
-    if dist.is_main:
-        log.write(meter.summary())
+    book.finish()
     loop.finish(dist)
     return run_dir
 

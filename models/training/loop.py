@@ -248,19 +248,22 @@ class Bookkeeping:
         self.eta: Eta | None = None
         self.epoch, self.means, self.started, self.bar = 0, Means(), time.time(), None
 
-    def announce(self, name: str, model: torch.nn.Module, steps_per_epoch: int, epochs: int) -> None:
-        """Print the parameter count and plan; the ETA line follows after the first steps."""
+    def announce(self, name: str, model: torch.nn.Module, steps_per_epoch: int, epochs: int,
+                 line: str | None = None) -> None:
+        """Print the parameter count and plan (`line`: a model's own wording instead); the ETA line follows
+        after the first steps."""
         total = steps_per_epoch * epochs
         if self.max_steps is not None:
             total = min(total, max(self.max_steps - self.step, 0))
         if self.show:
-            print(parameter_line(name, model, steps_per_epoch, epochs), file=sys.stderr)
+            print(parameter_line(name, model, steps_per_epoch, epochs) if line is None else line, file=sys.stderr)
         self.eta = Eta(total, self.show)
 
-    def batches(self, loader: Iterable[Any], epoch: int, epochs: int) -> Iterator[Any]:
-        """The epoch's batches behind a progress bar; starts its running means and throughput clock."""
+    def batches(self, loader: Iterable[Any], epoch: int, epochs: int, label: str = "") -> Iterator[Any]:
+        """The epoch's batches behind a progress bar (`label` prefixes its "epoch E/N"); starts its running
+        means and throughput clock."""
         self.epoch, self.means, self.started = epoch, Means(), time.time()
-        self.bar = progress(loader, f"epoch {epoch + 1}/{epochs}", self.show)
+        self.bar = progress(loader, f"{label}epoch {epoch + 1}/{epochs}", self.show)
         self.meter.resume()
         return iter(self.bar)
 
