@@ -5,7 +5,7 @@
 #
 #   benchmarks/gpu_check.sh [TINY_STEPS=300] [PAPER_STEPS=5]
 #   WORK=/tmp/gpu-check PYTHON=.venv/bin/python GPUS=8 benchmarks/gpu_check.sh 300 5
-#   DEVICE=cpu benchmarks/gpu_check.sh 20 1        # a dry run of the script itself on a CPU machine
+#   DEVICE=cpu benchmarks/gpu_check.sh 2 0         # a dry run of the script itself on a CPU machine (tiny only)
 #
 # Needs only the repository and its Python environment: the data is the procedural sample release
 # (200 motions), built here; the retrieval model uses the offline MiniLM text encoder. Each run's
@@ -54,18 +54,41 @@ with ChatServer(answer=lambda body: fine_json_answer(caption_of(body["messages"]
     build(RECIPES["finehumanml3d"].config(source, sys.argv[2], options, progress=False))
 EOF_FINE
 fi
+RMD="$WORK/remodiffuse"       # ReMoDiffuse reads a remodiffuse build's CLIP features and neighbours
+if [ ! -f "$RMD/build.json" ]; then
+    "$PYTHON" -m datasets_build remodiffuse --source sample --sample-motions 200 --out "$RMD" \
+        --text-encoder clip-random --quiet
+fi
+# the token models stand on a tokenizer (and LaMP-T2M/M2T on a LaMP run): small ones, trained here first
+prepare_tokenizers() {
+    [ -f "$WORK/vq/checkpoint.pt" ] || "$PYTHON" -m models train vqvae --data "$DATA" --out "$WORK/vq" --preset tiny \
+        --max-steps 50 --device "$DEVICE" --quiet
+    [ -f "$WORK/rvq/checkpoint.pt" ] || "$PYTHON" -m models train vqvae --data "$DATA" --out "$WORK/rvq" \
+        --preset tiny --set quantizer=residual --set num_quantizers=3 --max-steps 50 --device "$DEVICE" --quiet
+    [ -f "$WORK/lamp/checkpoint.pt" ] || "$PYTHON" -m models train lamp --data "$DATA" --tokenizer "$WORK/vq" \
+        --out "$WORK/lamp" --preset tiny --max-steps 20 --device "$DEVICE" --quiet
+    [ -d "$WORK/tiny-lm" ] || "$PYTHON" -c "import sys; from models.lamp.m2t_train import write_tiny_lm; \
+write_tiny_lm(sys.argv[1], ['a person walks forward', 'a man jumps'] * 8)" "$WORK/tiny-lm"
+}
 data_for() {  # the build each model trains on
     case "$1" in
         finemotiondiffuse) echo "$FINE" ;;
+        remodiffuse) echo "$RMD" ;;
         *) echo "$DATA" ;;
     esac
 }
-MODELS=$("$PYTHON" -c "from models.registry import discover; print(' '.join(n for n, e in discover().items() if 'train' in e.commands))")
+# mate needs a mate build with segmentation (an LLM and a segment encoder): not part of this check
+MODELS=$("$PYTHON" -c "from models.registry import discover; print(' '.join(n for n, e in discover().items() if 'train' in e.commands and n != 'mate'))")
+prepare_tokenizers
 
 # epochs high enough that --max-steps is what stops each run
 extra_args() {
     case "$1" in
         evaluator) echo "--epochs 100000 --decomp-epochs 100000" ;;  # --max-steps caps each of its two stages
+        lamp) echo "--epochs 100000 --tokenizer $WORK/vq" ;;
+        momask) echo "--epochs 100000 --tokenizer $WORK/rvq --stage mask" ;;
+        lamp-t2m) echo "--epochs 100000 --lamp $WORK/lamp" ;;
+        lamp-m2t) echo "--epochs 100000 --lamp $WORK/lamp --lm $WORK/tiny-lm" ;;
         *) echo "--epochs 100000" ;;
     esac
 }
@@ -101,7 +124,9 @@ run_one() {  # run_one NAME PRESET STEPS PROCS
 status=0
 for name in $MODELS; do
     run_one "$name" tiny "$TINY_STEPS" 1 || status=1
-    run_one "$name" paper "$PAPER_STEPS" 1 || status=1
+    if [ "$PAPER_STEPS" -gt 0 ]; then  # PAPER_STEPS=0: the tiny presets only
+        run_one "$name" paper "$PAPER_STEPS" 1 || status=1
+    fi
     if [ "$GPUS" -gt 1 ]; then
         run_one "$name" tiny "$TINY_STEPS" "$GPUS" || status=1
     fi
