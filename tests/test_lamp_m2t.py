@@ -199,10 +199,18 @@ def test_bertscore_of_identical_captions_is_one_and_lamp_bertscore_runs(trained,
 def test_motion_captions_processor_captions_every_motion_of_a_build(built, trained, tmp_path):
     import datasets
 
+    from datasets_build.recipes import RECIPES
+    from datasets_build.recipes.options import MotionCaptionOptions
+    from datasets_build.recipes.recipe import RecipeError
+    from datasets_build.recipes.release import ReleaseOptions
     from processors.motion_captions import MotionCaptions
 
-    step = MotionCaptions(captioner=str(trained), device="cpu", batch_size=8)
+    options = ReleaseOptions(captions=MotionCaptionOptions(captioner=str(trained), captioner_device="cpu"))
+    (step,), _ = RECIPES["humanml3d"].steps(options)  # `--captioner RUN` on the release recipe
+    assert isinstance(step, MotionCaptions) and step.device == "cpu"
     assert step.captioner_hash and step.fingerprint() != MotionCaptions(captioner=str(tmp_path)).fingerprint()
+    with pytest.raises(RecipeError, match="no checkpoint.pt"):
+        RECIPES["humanml3d"].steps(ReleaseOptions(captions=MotionCaptionOptions(captioner=str(tmp_path))))
     out = tmp_path / "captioned"
     run_build(built.parent / "rel", out, processors=(step,))
     split = datasets.load_from_disk(str(out))["test"]

@@ -144,3 +144,15 @@ class MotionTokenOptions:
                                                 "motion_tokens, mirror_motion_tokens and subclip_tokens",
                                           metavar="RUN_DIR")
     tokenizer_device: str | None = option(None, "cuda or cpu for the tokenizer (default: cuda when available)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionCaptionOptions:
+    title: ClassVar[str] = "generated captions"
+    description: ClassVar[str] = "captions of every motion by a trained LaMP-M2T run (for motions without text)"
+
+    captioner: str | None = option(None, "a LaMP-M2T run folder (python -m models train lamp-m2t): adds "
+                                         "generated_caption per motion", metavar="RUN_DIR")
+    captioner_lm: str | None = option(None, "the captioner's language-model folder when it moved since training",
+                                      metavar="DIR")
+    captioner_device: str | None = option(None, "cuda or cpu for the captioner (default: cuda when available)")
