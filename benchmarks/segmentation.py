@@ -131,14 +131,15 @@ def write_random_checkpoint(run_dir: Path, overrides: dict, text_encoder: Hashed
     import torch
 
     from models.training.data import Normalizer
-    from models.retrieval.api import encoder_record, save_checkpoint
+    from models.base import text_encoder_record
+    from models.retrieval.api import save_checkpoint
     from models.retrieval.model import TMR, RetrievalConfig
 
     torch.manual_seed(0)
     model = TMR(RetrievalConfig(motion_dim=263, token_dim=text_encoder.token_dim, **overrides))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(run_dir, model=model, optimizer=None, stats=Normalizer(np.zeros(263, np.float32),
-                    np.ones(263, np.float32)), text_encoder=encoder_record(text_encoder), epoch=0, step=0,
+                    np.ones(263, np.float32)), text_encoder=text_encoder_record(text_encoder), epoch=0, step=0,
                     train_config={}, data_options={})
 
 

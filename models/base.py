@@ -17,6 +17,9 @@ A run folder RUN_DIR holds
 Every file is written to a temporary file in the same folder and renamed over the old one, so a
 crash mid-write leaves the previous checkpoint. A package bumps its version when a checkpoint of
 the old layout can no longer be read; `reads` lists the older versions it still reads.
+
+A model with a frozen text encoder keeps `text_encoder_record(encoder, checkpoint)` in its checkpoint and
+calls `check_text_encoder(encoder, record)` before using an encoder with it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,31 @@ class CheckpointNotFound(CheckpointError, FileNotFoundError):
 
 class DeviceError(UserError, RuntimeError):
     """A device that this machine does not have (`--device cuda` without CUDA, a bad name)."""
+
+
+class TextEncoderMismatch(UserError, ValueError):
+    """A text encoder other than the one the model was trained with."""
+
+
+_ENCODER_WIDTHS = ("dim", "token_dim")  # pooled and per-token widths
+
+
+def text_encoder_record(encoder: Any, checkpoint: str | None = None) -> dict[str, Any]:
+    """What a checkpoint keeps of its frozen text encoder: name, identity (a weights checksum), the local
+    checkpoint it was loaded from, and its widths."""
+    return {"name": encoder.name, "identity": getattr(encoder, "identity", encoder.name), "checkpoint": checkpoint,
+            **{k: int(getattr(encoder, k)) for k in _ENCODER_WIDTHS if hasattr(encoder, k)}}
+
+
+def check_text_encoder(encoder: Any, record: Mapping[str, Any],
+                       error: type[Exception] = TextEncoderMismatch) -> None:
+    """A model's text branch only makes sense with the exact frozen encoder it was trained on: the same
+    identity and the widths the record holds; otherwise `error` (the package's own class) in one sentence."""
+    identity = getattr(encoder, "identity", encoder.name)
+    widths = [k for k in _ENCODER_WIDTHS if k in record]
+    if identity != record["identity"] or any(int(getattr(encoder, k, -1)) != int(record[k]) for k in widths):
+        raise error(f"text encoder {encoder.name!r} ({identity}) is not the one this model was trained with: "
+                    f"{record['name']!r} ({record['identity']})")
 
 
 def pick_device(device: Any = None) -> torch.device:

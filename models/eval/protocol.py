@@ -64,6 +64,22 @@ class ProtocolError(UserError, ValueError):
     """Data or a generator's output that the protocol cannot score."""
 
 
+class GenerationError(UserError, ValueError):
+    """A generation request the model cannot serve (lengths, text encoder)."""
+
+
+def generation_request(captions: Sequence[str], lengths: Sequence[int], limit: int,
+                       error: type[Exception] = GenerationError) -> tuple[list[str], list[int]]:
+    """(captions, lengths) of a `generate` call as lists, checked: one length per caption, each in
+    [1, limit] frames; otherwise `error` (the package's own class) in one sentence."""
+    captions, lengths = list(captions), [int(n) for n in lengths]
+    if len(captions) != len(lengths):
+        raise error(f"{len(captions)} captions and {len(lengths)} lengths")
+    if any(n < 1 or n > limit for n in lengths):
+        raise error(f"lengths must lie in [1, {limit}] frames, got {min(lengths)}..{max(lengths)}")
+    return captions, lengths
+
+
 class Generator(Protocol):
     def generate(self, captions: Sequence[str], lengths: Sequence[int], seed: int) -> list[np.ndarray]:
         """One raw-feature motion [lengths[i], D] per caption; `seed` makes the call repeatable."""
@@ -336,6 +352,7 @@ def format_retrieval_table(results: Mapping[str, Mapping[str, Any]], count: int 
         notes.append("(batches: mean±95% interval over the repeated shuffles)")
     return "\n".join(lines + notes)
 
-__all__ = ["Draw", "EvaluationSet", "GENERATION_METRICS", "GenerationReport", "Generator", "GroundTruth",
+__all__ = ["Draw", "EvaluationSet", "GENERATION_METRICS", "GenerationError", "GenerationReport", "Generator",
+           "GroundTruth", "generation_request",
            "PAPER_PRESETS", "ProtocolError", "ProtocolOptions", "evaluate_generation", "format_generation_table",
            "format_retrieval_table", "retrieval_protocol", "score_replication"]

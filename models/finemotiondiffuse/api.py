@@ -22,7 +22,8 @@ from datasets_build.text.feature_cache import TextFeatureCache
 from models.base import CheckpointFormat, pick_device
 from models.finemotiondiffuse.data import select_steps, step_features, steps_by_caption
 from models.finemotiondiffuse.model import FineMotionDiffuse, FineMotionDiffuseConfig
-from models.motiondiffuse.api import DiffusionGenerator, GenerationError, load_parts, text_batch
+from models.eval.protocol import GenerationError
+from models.motiondiffuse.api import DiffusionGenerator, load_parts, text_batch
 
 FORMAT = CheckpointFormat("finemotiondiffuse", 1)
 

@@ -19,18 +19,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from datasets_build.core.errors import UserError
 from models import base
 from models.base import pick_device
+from models.eval.protocol import GenerationError, generation_request
 from models.lamp.api import VOCABULARY, tokenize
 from models.lamp.t2m import CfgForm, LaMPT2M
 from models.lamp.t2m_train import FORMAT, rebuild
 from models.lamp.text import load_tokenizer
 from models.vq.model import VQVAE
-
-
-class GenerationError(UserError, ValueError):
-    """A generation request the model cannot serve."""
 
 
 class T2MGenerator:
@@ -54,12 +50,7 @@ class T2MGenerator:
 
     @torch.no_grad()
     def generate(self, captions: Sequence[str], lengths: Sequence[int], seed: int) -> list[np.ndarray]:
-        captions, lengths = list(captions), [int(n) for n in lengths]
-        if len(captions) != len(lengths):
-            raise GenerationError(f"{len(captions)} captions and {len(lengths)} lengths")
-        if any(n < 1 or n > self.max_length for n in lengths):
-            raise GenerationError(f"lengths must lie in [1, {self.max_length}] frames, "
-                                  f"got {min(lengths)}..{max(lengths)}")
+        captions, lengths = generation_request(captions, lengths, self.max_length)
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         out: list[np.ndarray] = []
         for lo in range(0, len(captions), self.batch_size):

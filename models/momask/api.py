@@ -22,7 +22,8 @@ import torch
 from datasets_build.core.errors import UserError
 from datasets_build.text.encoders import TextEncoder, load_text_encoder
 from models import base
-from models.base import CheckpointFormat, config_from_dict, pick_device
+from models.base import CheckpointFormat, check_text_encoder, config_from_dict, pick_device
+from models.eval.protocol import generation_request
 from models.momask.model import MaskTransformer, MoMaskConfig, ResidualTransformer
 from models.momask.sampling import SamplingSettings, base_only, generate_base, generate_residual
 from models.vq.api import load as load_tokenizer
@@ -41,21 +42,9 @@ def stage_dir(run_dir: str | os.PathLike, stage: str) -> Path:
     return Path(run_dir) if stage == "mask" else Path(run_dir) / "residual"
 
 
-def encoder_record(encoder: TextEncoder, checkpoint: str | None) -> dict[str, Any]:
-    return {"name": encoder.name, "identity": getattr(encoder, "identity", encoder.name), "checkpoint": checkpoint,
-            "dim": int(encoder.dim)}
-
-
 def tokenizer_record(vq: VQVAE) -> dict[str, Any]:
     return {"run_dir": str(Path(vq.run_dir).resolve()), "fingerprint": vq.fingerprint,
             "num_quantizers": int(vq.cfg.num_quantizers), "nb_code": int(vq.cfg.nb_code)}
-
-
-def check_text_encoder(encoder: TextEncoder, record: dict[str, Any]) -> None:
-    identity = getattr(encoder, "identity", encoder.name)
-    if identity != record["identity"] or int(encoder.dim) != int(record["dim"]):
-        raise MoMaskError(f"text encoder {encoder.name!r} ({identity}) is not the one this model was trained "
-                          f"with: {record['name']!r} ({record['identity']})")
 
 
 def open_tokenizer(record: dict[str, Any], device: torch.device | str | None, override: str | None = None) -> VQVAE:
@@ -141,12 +130,8 @@ class MoMaskGenerator:
 
     @torch.no_grad()
     def generate(self, captions: Sequence[str], lengths: Sequence[int], seed: int) -> list[np.ndarray]:
-        captions, lengths = list(captions), [int(n) for n in lengths]
-        if len(captions) != len(lengths):
-            raise MoMaskError(f"{len(captions)} captions and {len(lengths)} lengths")
-        limit = self.mask.cfg.max_tokens * self.downsampling
-        if any(n < 1 or n > limit for n in lengths):
-            raise MoMaskError(f"lengths must lie in [1, {limit}] frames, got {min(lengths)}..{max(lengths)}")
+        captions, lengths = generation_request(captions, lengths, self.mask.cfg.max_tokens * self.downsampling,
+                                               MoMaskError)
         out: list[np.ndarray] = []
         for lo in range(0, len(captions), self.batch_size):
             caps, lens = captions[lo:lo + self.batch_size], lengths[lo:lo + self.batch_size]
@@ -179,7 +164,7 @@ def load(run_dir: str | os.PathLike, device: str | torch.device | None = None,
     record = state["text_encoder"]
     if text_encoder is None:
         text_encoder = load_text_encoder(record["name"], record["checkpoint"], str(device))
-    check_text_encoder(text_encoder, record)
+    check_text_encoder(text_encoder, record, MoMaskError)
     vq = open_tokenizer(state["tokenizer"], device, tokenizer)
     settings = SamplingSettings(steps=steps, cond_scale=cond_scale, res_cond_scale=res_cond_scale,
                                 temperature=temperature, topk_filter_thres=topk_filter_thres, gumbel=gumbel,

@@ -29,10 +29,11 @@ import torch
 
 from datasets_build.core.flags import option
 from datasets_build.text.encoders import TextEncoder, load_text_encoder
-from models.base import config_from_dict, load_checkpoint, seed_everything, write_config
+from models.base import (
+    check_text_encoder, config_from_dict, load_checkpoint, seed_everything, text_encoder_record, write_config,
+)
 from models.momask.api import (
-    FORMAT, MoMaskError, PooledText, check_text_encoder, encoder_record, open_tokenizer, save_checkpoint, stage_dir,
-    tokenizer_record,
+    FORMAT, MoMaskError, PooledText, open_tokenizer, save_checkpoint, stage_dir, tokenizer_record,
 )
 from models.momask.data import TokenSamples, collate_tokens, stored_tokens_match
 from models.momask.model import MaskTransformer, MoMaskConfig, ResidualTransformer
@@ -160,7 +161,7 @@ def setup(cfg: TrainConfig, state: dict[str, Any] | None, device: torch.device,
     if text_encoder is None:
         text_encoder = load_text_encoder(record["name"], record["checkpoint"], str(device))
     if state:
-        check_text_encoder(text_encoder, state["text_encoder"])
+        check_text_encoder(text_encoder, state["text_encoder"], MoMaskError)
         vq = open_tokenizer(state["tokenizer"], device, cfg.tokenizer)
         model_cfg = config_from_dict(MoMaskConfig, state["model_config"], stage_dir(cfg.out, cfg.stage))
     else:
@@ -173,8 +174,8 @@ def setup(cfg: TrainConfig, state: dict[str, Any] | None, device: torch.device,
         sibling = load_checkpoint(other, FORMAT)
         if sibling["tokenizer"]["fingerprint"] != vq.fingerprint:
             raise MoMaskError(f"{other} was trained on another tokenizer: use the same --tokenizer or another --out")
-        check_text_encoder(text_encoder, sibling["text_encoder"])
-    return vq, text_encoder, encoder_record(text_encoder, record["checkpoint"]), model_cfg
+        check_text_encoder(text_encoder, sibling["text_encoder"], MoMaskError)
+    return vq, text_encoder, text_encoder_record(text_encoder, record["checkpoint"]), model_cfg
 
 
 def train(cfg: TrainConfig, text_encoder: TextEncoder | None = None) -> Path:

@@ -17,19 +17,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from datasets_build.core.errors import UserError
 from datasets_build.motion.normalizer import Normalizer
 from datasets_build.text.encoders import TextEncoder, load_text_encoder
 from models import base
-from models.base import CheckpointFormat, config_from_dict, pick_device
+from models.base import CheckpointFormat, check_text_encoder, config_from_dict, pick_device
 from models.diffusion.schedule import sample_loop
+from models.eval.protocol import GenerationError, generation_request
 from models.motiondiffuse.model import MotionDiffuse, MotionDiffuseConfig
 
 FORMAT = CheckpointFormat("motiondiffuse", 1)
-
-
-class GenerationError(UserError, ValueError):
-    """A generation request the model cannot serve (lengths, text encoder)."""
 
 
 def feat_bias_stats(stats: Normalizer, feat_bias: float) -> Normalizer:
@@ -38,17 +34,6 @@ def feat_bias_stats(stats: Normalizer, feat_bias: float) -> Normalizer:
     std[:4] /= feat_bias
     std[-4:] /= feat_bias
     return Normalizer(stats.mean.copy(), std)
-
-
-def encoder_record(encoder: TextEncoder, checkpoint: str | None = None) -> dict[str, Any]:
-    return {"name": encoder.name, "identity": encoder.identity, "checkpoint": checkpoint,
-            "token_dim": int(encoder.token_dim)}
-
-
-def check_text_encoder(encoder: TextEncoder, record: dict[str, Any]) -> None:
-    if encoder.identity != record["identity"] or int(encoder.token_dim) != int(record["token_dim"]):
-        raise GenerationError(f"text encoder {encoder.name!r} ({encoder.identity}) is not the one this model was "
-                              f"trained with: {record['name']!r} ({record['identity']})")
 
 
 def save_checkpoint(run_dir: str | os.PathLike, fmt: CheckpointFormat, *, model: torch.nn.Module,
@@ -81,12 +66,7 @@ class DiffusionGenerator:
 
     @torch.no_grad()
     def generate(self, captions: Sequence[str], lengths: Sequence[int], seed: int) -> list[np.ndarray]:
-        captions, lengths = list(captions), [int(n) for n in lengths]
-        if len(captions) != len(lengths):
-            raise GenerationError(f"{len(captions)} captions and {len(lengths)} lengths")
-        limit = self.model.cfg.max_length
-        if any(n < 1 or n > limit for n in lengths):
-            raise GenerationError(f"lengths must lie in [1, {limit}] frames, got {min(lengths)}..{max(lengths)}")
+        captions, lengths = generation_request(captions, lengths, self.model.cfg.max_length)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         out: list[np.ndarray] = []
         for lo in range(0, len(captions), self.batch_size):

@@ -26,10 +26,11 @@ import torch
 from datasets_build.core.flags import option
 from datasets_build.text.encoders import ENCODERS, TextEncoder, load_text_encoder
 from datasets_build.text.feature_cache import TextFeatureCache
-from models.base import CheckpointFormat, atomic_write, config_from_dict, seed_everything, write_config
-from models.motiondiffuse.api import (
-    FORMAT, check_text_encoder, encoder_record, feat_bias_stats, fill_from_build, save_checkpoint,
+from models.base import (
+    CheckpointFormat, atomic_write, check_text_encoder, config_from_dict, seed_everything, text_encoder_record,
+    write_config,
 )
+from models.motiondiffuse.api import FORMAT, feat_bias_stats, fill_from_build, save_checkpoint
 from models.motiondiffuse.model import MotionDiffuse, MotionDiffuseConfig, masked_loss
 from models.training import loop
 from models.training.config import Preset, TrainOptions, parse_train_args, run_command
@@ -98,7 +99,7 @@ def setup_run(cfg: TrainConfig, model_cls: type, config_cls: type, fmt, text_enc
         options = data_options(dataset)
         if dist.is_main:
             atomic_write(run_dir / "stats.npz", lambda f: np.savez(f, mean=stats.mean, std=stats.std))
-    record = encoder_record(text_encoder, record["checkpoint"])
+    record = text_encoder_record(text_encoder, record["checkpoint"])
     if dist.is_main:
         write_config(run_dir, fmt, model_config=model_cfg, train_config=cfg,
                      configs={"text_encoder": record, "data_options": options})

@@ -18,32 +18,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from datasets_build.core.errors import UserError
 from datasets_build.motion.normalizer import Normalizer
 from datasets_build.text.encoders import TextEncoder, load_text_encoder
 from datasets_build.text.feature_cache import TextFeatureCache
 from models import base
-from models.base import CheckpointFormat, config_from_dict, pick_device
+from models.base import CheckpointFormat, check_text_encoder, config_from_dict, pick_device
+from models.eval.protocol import GenerationError, generation_request
 from models.remodiffuse.database import RetrievalDatabase, load_database
 from models.remodiffuse.mixture import Mixture, load_mixture, sample
 from models.remodiffuse.model import ReMoDiffuse, ReMoDiffuseConfig
 
 FORMAT = CheckpointFormat("remodiffuse", 1)
-
-
-class GenerationError(UserError, ValueError):
-    """A generation request the model cannot serve (lengths, text encoder)."""
-
-
-def encoder_record(encoder: TextEncoder, checkpoint: str | None = None) -> dict[str, Any]:
-    return {"name": encoder.name, "identity": encoder.identity, "checkpoint": checkpoint,
-            "token_dim": int(encoder.token_dim)}
-
-
-def check_text_encoder(encoder: TextEncoder, record: dict[str, Any]) -> None:
-    if encoder.identity != record["identity"] or int(encoder.token_dim) != int(record["token_dim"]):
-        raise GenerationError(f"text encoder {encoder.name!r} ({encoder.identity}) is not the one this model was "
-                              f"trained with: {record['name']!r} ({record['identity']})")
 
 
 def save_checkpoint(run_dir: str | os.PathLike, *, model: ReMoDiffuse, optimizer: torch.optim.Optimizer | None,
@@ -76,18 +61,9 @@ class ReMoDiffuseGenerator:
         motions, m_lengths, r_tokens = self.database.fetch(entries, self.stats, self.device)
         return self.model.encode_text(tokens, mask), self.model.encode_retrieval(motions, m_lengths, r_tokens)
 
-    def check(self, captions: Sequence[str], lengths: Sequence[int]) -> tuple[list[str], list[int]]:
-        captions, lengths = list(captions), [int(n) for n in lengths]
-        if len(captions) != len(lengths):
-            raise GenerationError(f"{len(captions)} captions and {len(lengths)} lengths")
-        limit = self.model.cfg.max_length
-        if any(n < 1 or n > limit for n in lengths):
-            raise GenerationError(f"lengths must lie in [1, {limit}] frames, got {min(lengths)}..{max(lengths)}")
-        return captions, lengths
-
     @torch.no_grad()
     def generate(self, captions: Sequence[str], lengths: Sequence[int], seed: int) -> list[np.ndarray]:
-        captions, lengths = self.check(captions, lengths)
+        captions, lengths = generation_request(captions, lengths, self.model.cfg.max_length)
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
         out: list[np.ndarray] = []
         for k, lo in enumerate(range(0, len(captions), self.batch_size)):
@@ -129,5 +105,5 @@ def load(run_dir: str | os.PathLike, device: str | torch.device | None = None,
                                 load_mixture(run_dir, cfg.dataset, mixture), device)
 
 
-__all__ = ["FORMAT", "GenerationError", "ReMoDiffuseGenerator", "check_text_encoder", "encoder_record", "load",
+__all__ = ["FORMAT", "GenerationError", "ReMoDiffuseGenerator", "load",
            "load_state", "save_checkpoint"]

@@ -29,9 +29,11 @@ from datasets_build.core.flags import option
 from datasets_build.formats.built import processor_config
 from datasets_build.text.encoders import ENCODERS, TextEncoder, load_text_encoder
 from datasets_build.text.feature_cache import TextFeatureCache
-from models.base import atomic_write, config_from_dict, seed_everything, write_config
+from models.base import (
+    atomic_write, check_text_encoder, config_from_dict, seed_everything, text_encoder_record, write_config,
+)
 from models.eval.evaluator import evaluator_stats
-from models.remodiffuse.api import FORMAT, check_text_encoder, encoder_record, save_checkpoint
+from models.remodiffuse.api import FORMAT, save_checkpoint
 from models.remodiffuse.database import DatabaseError, RetrievalDatabase, load_database
 from models.remodiffuse.model import ReMoDiffuse, ReMoDiffuseConfig, draw_conditions, masked_loss
 from models.training import loop
@@ -133,7 +135,7 @@ def setup_run(cfg: TrainConfig, text_encoder: TextEncoder | None):
         options = data_options(dataset)
         if dist.is_main:
             atomic_write(run_dir / "stats.npz", lambda f: np.savez(f, mean=stats.mean, std=stats.std))
-    record = encoder_record(text_encoder, record["checkpoint"])
+    record = text_encoder_record(text_encoder, record["checkpoint"])
     retrieval = {"data": str(Path(cfg.data).resolve()),
                  "database": str(Path(cfg.database).resolve()) if cfg.database else None,
                  "reference_retrieval": cfg.reference_retrieval}

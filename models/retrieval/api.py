@@ -22,23 +22,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from datasets_build.core.errors import UserError
 from datasets_build.motion.normalizer import Normalizer
 from datasets_build.text.encoders import TextEncoder, load_text_encoder
 from models import base
-from models.base import CheckpointFormat, config_from_dict, pick_device
+from models.base import CheckpointFormat, check_text_encoder, config_from_dict, pick_device
 from models.retrieval.model import TMR, RetrievalConfig
 
 FORMAT = CheckpointFormat("retrieval", 1)
-
-
-class TextEncoderMismatch(UserError, ValueError):
-    """A text encoder other than the one the model was trained with."""
-
-
-def encoder_record(encoder: TextEncoder, checkpoint: str | None = None) -> dict[str, Any]:
-    return {"name": encoder.name, "identity": encoder.identity, "checkpoint": checkpoint,
-            "dim": int(encoder.dim), "token_dim": int(encoder.token_dim)}
 
 
 def run_configs(text_encoder: dict[str, Any], data_options: Any) -> dict[str, Any]:
@@ -58,13 +48,6 @@ def save_checkpoint(run_dir: str | os.PathLike, *, model: TMR, optimizer: torch.
 def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint of RUN_DIR (or the file itself); CheckpointError when missing or not ours."""
     return base.load_checkpoint(run_dir, FORMAT, map_location)
-
-
-def check_text_encoder(encoder: TextEncoder, record: dict[str, Any]) -> None:
-    """The model's text branch only makes sense with the exact frozen encoder it was trained on."""
-    if encoder.identity != record["identity"] or int(encoder.token_dim) != int(record["token_dim"]):
-        raise TextEncoderMismatch(f"text encoder {encoder.name!r} ({encoder.identity}) is not the one this model "
-                                  f"was trained with: {record['name']!r} ({record['identity']})")
 
 
 class RetrievalEncoder:

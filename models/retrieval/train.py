@@ -28,11 +28,11 @@ import torch
 from datasets_build.core.flags import option
 from datasets_build.text.encoders import ENCODERS, TextEncoder, load_text_encoder
 from datasets_build.text.feature_cache import TextFeatureCache
-from models.base import atomic_write, config_from_dict, seed_everything, write_config
-from models.eval.metrics import retrieval_all
-from models.retrieval.api import (
-    FORMAT, RetrievalEncoder, check_text_encoder, encoder_record, run_configs, save_checkpoint,
+from models.base import (
+    atomic_write, check_text_encoder, config_from_dict, seed_everything, text_encoder_record, write_config,
 )
+from models.eval.metrics import retrieval_all
+from models.retrieval.api import FORMAT, RetrievalEncoder, run_configs, save_checkpoint
 from models.retrieval.model import TMR, RetrievalConfig
 from models.training import loop
 from models.training.config import Preset, TrainOptions, parse_train_args, run_command
@@ -122,7 +122,7 @@ def _train(cfg: TrainConfig, text_encoder: TextEncoder | None) -> Path:
         options = DataOptions.for_dataset(dataset)
         if dist.is_main:
             atomic_write(run_dir / "stats.npz", lambda f: np.savez(f, mean=stats.mean, std=stats.std))
-    record = encoder_record(text_encoder, record["checkpoint"])
+    record = text_encoder_record(text_encoder, record["checkpoint"])
     if dist.is_main:
         write_config(run_dir, FORMAT, model_config=model_cfg, train_config=cfg, configs=run_configs(record, options))
 
