@@ -19,12 +19,15 @@ tied to the word embeddings), the names of `BertLMHeadModel`.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig
+
+from models.nn.init import normal_init
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]
 
@@ -227,17 +230,7 @@ class QFormerLM(nn.Module):
         self.bert = QFormerBert(config)
         self.cls = nn.Module()
         self.cls.predictions = PredictionHead(config, self.bert.embeddings.word_embeddings)
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        """BERT's initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorms."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(0.0, self.config.initializer_range)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                module.bias.data.zero_()
-        elif isinstance(module, nn.LayerNorm):
-            module.weight.data.fill_(1.0)
-            module.bias.data.zero_()
+        self.apply(partial(normal_init, std=self.config.initializer_range))
 
     def copy_query_ffn(self) -> None:
         """Initialise every `*_query` feed-forward from its text twin (BLIP-2's copy)."""

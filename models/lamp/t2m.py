@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets_build.core.flags import option
+from models.nn.init import normal_init
 
 AttentionMask = Literal["causal_bool", "float_tril"]
 CfgForm = Literal["paper", "code"]
@@ -230,17 +231,7 @@ class MaskedTokenTransformer(nn.Module):
         self.encoder.layers = nn.ModuleList(EncoderLayer(cfg.latent_dim, cfg.num_heads, cfg.ff_dim, cfg.dropout)
                                             for _ in range(cfg.num_layers))
         self.head = OutputHead(cfg.latent_dim, cfg.codebook_size)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(0.0, 0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                module.bias.data.zero_()
-        elif isinstance(module, nn.LayerNorm):
-            module.weight.data.fill_(1.0)
-            module.bias.data.zero_()
+        self.apply(normal_init)
 
     def attention_mask(self, padding: torch.Tensor) -> torch.Tensor:
         """The additive mask (B, 1, n+1, n+1) of [cond ; tokens]: the chosen attention mask plus the key-padding

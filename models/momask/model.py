@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets_build.core.flags import option
+from models.nn.init import normal_init
 
 
 @dataclass
@@ -77,17 +78,6 @@ def q_schedule(batch: int, low: int, high: int, device: torch.device | None = No
 def subset(mask: torch.Tensor, prob: float) -> torch.Tensor:
     """A random subset of the True positions of `mask`, each kept with probability `prob`."""
     return (torch.rand(mask.shape, device=mask.device) < prob) & mask
-
-
-def init_weights(module: nn.Module) -> None:
-    """MoMask's init: Linear and Embedding N(0, 0.02), biases 0, LayerNorm (1, 0)."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        module.weight.data.normal_(0.0, 0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
-    elif isinstance(module, nn.LayerNorm):
-        module.weight.data.fill_(1.0)
-        module.bias.data.zero_()
 
 
 class SinusoidalPositions(nn.Module):
@@ -158,7 +148,7 @@ class MaskTransformer(nn.Module):
         self.cond_emb = nn.Linear(cfg.text_dim, cfg.latent_dim)
         self.encoder = encoder_stack(cfg)
         self.head = OutputHead(cfg.latent_dim, cfg.nb_code)
-        self.apply(init_weights)
+        self.apply(normal_init)
 
     def forward(self, ids: torch.Tensor, cond: torch.Tensor, pad: torch.Tensor, force_uncond: bool = False
                 ) -> torch.Tensor:
@@ -218,7 +208,7 @@ class ResidualTransformer(nn.Module):
         self.encoder = encoder_stack(cfg)
         self.head = OutputHead(cfg.latent_dim, cfg.code_dim)
         for module in (self.input_process, self.cond_emb, self.quant_emb, self.encoder, self.head):
-            module.apply(init_weights)
+            module.apply(normal_init)
 
     def output_weights(self) -> torch.Tensor:
         """(Q-1, K, C): the output projection of target layers 1..Q-1."""
