@@ -32,9 +32,10 @@ def fine_steps_of(record: dict[str, Any] | None) -> Steps:
     return steps or None
 
 
-def read_fine_column(data: str | os.PathLike | Any, split: str) -> list[list[Steps]]:
-    """Per table row of the split, per annotation, its checked steps (None: coarse fallback)."""
-    table = open_split(data, split).data.table
+def read_fine_column(data: str | os.PathLike | Any, split: str, table: Any = None) -> list[list[Steps]]:
+    """Per table row of the split (or of its Arrow `table`, already open), per annotation, its checked
+    steps (None: coarse fallback)."""
+    table = open_split(data, split).data.table if table is None else table
     if "fine" not in table.column_names:
         raise DataError(f"{data} has no 'fine' column: FineMotionDiffuse trains on a build of the finehumanml3d "
                         f"recipe (`python -m datasets_build finehumanml3d ...`)")
@@ -55,7 +56,7 @@ def steps_by_caption(data: str | os.PathLike | Any, split: str) -> dict[str, lis
     """caption -> its checked steps, for generation from captions (the first checked record of a
     caption wins when a caption text occurs on several motions)."""
     table = open_split(data, split).data.table
-    fine = read_fine_column(data, split)
+    fine = read_fine_column(data, split, table)
     out: dict[str, list[str]] = {}
     for row_annotations, row_fine in zip(table.column("annotations").to_pylist(), fine):
         for annotation, steps in zip(row_annotations or [], row_fine):
